@@ -1,0 +1,1 @@
+//! Ingestion of labelled sentiment text into validated Arrow record batches.
