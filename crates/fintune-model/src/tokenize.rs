@@ -1,0 +1,210 @@
+//! Tokenization into typed, per-batch padded [`Batch`]es.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::{Error, Result};
+
+/// Which side padding goes on. Encoders pad on the right; decoders pooled on the last token
+/// work with either (the default for decoders is left padding, so the last token is at `L-1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingSide {
+    /// Tokens first, then padding.
+    #[default]
+    Right,
+    /// Padding first, then tokens.
+    Left,
+}
+
+/// One tokenized text (no padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, special tokens included.
+    pub ids: Vec<i64>,
+    /// Segment (token type) ids, same length as `ids`.
+    pub type_ids: Vec<i64>,
+}
+
+impl Encoded {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    /// Whether there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A padded batch of token ids: every tensor is `[batch, seq]`, `Int64`.
+#[derive(Debug)]
+pub struct Batch {
+    /// Token ids (padding positions hold the pad id).
+    pub input_ids: Tensor,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor,
+    /// Segment ids (all 0 for single-sentence input and for models without token types).
+    pub token_type_ids: Tensor,
+}
+
+impl Batch {
+    /// Pads `items` to the longest one, on `side`, with `pad_id`.
+    pub fn pad(items: &[&Encoded], pad_id: i64, side: PaddingSide, device: Device) -> Batch {
+        let b = items.len();
+        let l = items.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![pad_id; b * l];
+        let mut mask = vec![0i64; b * l];
+        let mut types = vec![0i64; b * l];
+        for (row, e) in items.iter().enumerate() {
+            let off = match side {
+                PaddingSide::Right => 0,
+                PaddingSide::Left => l - e.len(),
+            };
+            let base = row * l + off;
+            ids[base..base + e.len()].copy_from_slice(&e.ids);
+            types[base..base + e.len()].copy_from_slice(&e.type_ids);
+            mask[base..base + e.len()].iter_mut().for_each(|m| *m = 1);
+        }
+        let shape = [b as i64, l as i64];
+        let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+        Batch { input_ids: t(&ids), attention_mask: t(&mask), token_type_ids: t(&types) }
+    }
+
+    /// Builds a batch from explicit ids and mask (e.g. golden tests); token types are zeros.
+    pub fn from_ids(input_ids: Tensor, attention_mask: Tensor) -> Batch {
+        let token_type_ids = input_ids.zeros_like();
+        Batch { input_ids, attention_mask, token_type_ids }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> i64 {
+        self.input_ids.size()[0]
+    }
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Moves the batch to `device`.
+    pub fn to_device(&self, device: Device) -> Batch {
+        Batch {
+            input_ids: self.input_ids.to_device(device),
+            attention_mask: self.attention_mask.to_device(device),
+            token_type_ids: self.token_type_ids.to_device(device),
+        }
+    }
+    /// The mask as floats `[batch, seq]`.
+    pub fn mask_f(&self, kind: Kind) -> Tensor {
+        self.attention_mask.to_kind(kind)
+    }
+}
+
+/// Turns texts into [`Encoded`] token ids and padded [`Batch`]es with a `tokenizer.json`.
+///
+/// Truncates to `max_len` tokens (special tokens included) and pads per batch (the fixed
+/// padding some tokenizer files carry, e.g. MiniLM's 128, is switched off).
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    max_len: usize,
+    pad_id: i64,
+    side: PaddingSide,
+}
+
+impl TextEncoder {
+    /// Loads `tokenizer.json` from `path` (a file or a model folder). `max_len` is the
+    /// truncation length in tokens (the trainer's default is 128).
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
+        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_owned() };
+        let tokenizer = Tokenizer::from_file(&file)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", file.display())))?;
+        Self::new(tokenizer, max_len)
+    }
+
+    /// Wraps an already-built tokenizer.
+    pub fn new(mut tokenizer: Tokenizer, max_len: usize) -> Result<Self> {
+        if max_len < 2 {
+            return Err(Error::Invalid(format!("max_len must be at least 2, got {max_len}")));
+        }
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id as i64)
+            .or_else(|| {
+                ["[PAD]", "<pad>", "<|pad|>", "<|endoftext|>", "</s>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+                    .map(i64::from)
+            })
+            .unwrap_or(0);
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(TextEncoder { tokenizer, max_len, pad_id, side: PaddingSide::Right })
+    }
+
+    /// Sets the padding side (default: right).
+    pub fn with_padding_side(mut self, side: PaddingSide) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// Overrides the pad id (default: the tokenizer's padding id, else its `[PAD]`/`<pad>`
+    /// token, else 0). Padding positions are masked, so this matters only for models that
+    /// derive positions from ids.
+    pub fn with_pad_id(mut self, pad_id: i64) -> Self {
+        self.pad_id = pad_id;
+        self
+    }
+
+    /// The truncation length.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+    /// The pad id.
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+    /// The padding side.
+    pub fn padding_side(&self) -> PaddingSide {
+        self.side
+    }
+    /// The wrapped tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes texts in parallel (special tokens added, truncated to `max_len`).
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let inputs: Vec<tokenizers::EncodeInput<'_>> = texts.iter().map(|t| (*t).into()).collect();
+        let encs = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encs
+            .into_iter()
+            .map(|e| Encoded {
+                ids: e.get_ids().iter().map(|&i| i64::from(i)).collect(),
+                type_ids: e.get_type_ids().iter().map(|&i| i64::from(i)).collect(),
+            })
+            .collect())
+    }
+
+    /// Tokenizes and pads `texts` into one batch on `device`.
+    pub fn batch(&self, texts: &[&str], device: Device) -> Result<Batch> {
+        let enc = self.encode(texts)?;
+        let refs: Vec<&Encoded> = enc.iter().collect();
+        Ok(Batch::pad(&refs, self.pad_id, self.side, device))
+    }
+}
+
+#[cfg(test)]
+mod tests;
