@@ -1,0 +1,5 @@
+//! Integration tests of `fintune-das` through its public API (one test binary).
+
+mod api;
+mod props;
+mod real_data;
