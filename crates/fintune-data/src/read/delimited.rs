@@ -1,0 +1,156 @@
+//! CSV and TSV reader, streamed record by record.
+//!
+//! The first row is the header. Fields follow RFC 4180 quoting (`"` quotes, `""` escapes a
+//! quote, quoted fields may hold delimiters and newlines); TSV uses the same rules with a tab
+//! delimiter. A UTF-8 byte order mark is ignored and empty lines are skipped. Header names are
+//! matched after trimming surrounding whitespace. Problems are reported at the line where the
+//! record starts (the header is line 1). An empty field is a null, except in the text column
+//! where it is an empty text. Every cell is checked for valid UTF-8 on its own, so a bad byte
+//! is reported with its column.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use csv::ByteRecord;
+
+use crate::error::Error;
+use crate::problem::{Location, ProblemKind};
+use crate::read::Source;
+use crate::validate::{field, Cell, FileCtx, RawRow, ScoreCell, Validator};
+
+pub(crate) struct DelimitedSource<R: Read> {
+    reader: csv::Reader<R>,
+    file: FileCtx,
+    /// Header index of each mapped field.
+    index: [Option<usize>; 6],
+    width: usize,
+    record: u64,
+    buf: ByteRecord,
+}
+
+impl<R: Read + Send> DelimitedSource<R> {
+    /// Opens the reader and checks the header; `None` after a file-level problem (recorded in
+    /// `v`).
+    pub fn open(
+        input: R,
+        delimiter: u8,
+        file: FileCtx,
+        v: &mut Validator,
+    ) -> Result<Option<Self>, Error> {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(input);
+        let header = reader
+            .byte_headers()
+            .map_err(|e| Error::Csv { path: file.path.clone(), source: e })?
+            .clone();
+        let mut names = Vec::with_capacity(header.len());
+        for (i, cell) in header.iter().enumerate() {
+            match std::str::from_utf8(cell) {
+                Ok(name) => names.push(name.trim().to_string()),
+                Err(_) => {
+                    v.file_problem(
+                        &file,
+                        Location::Line(1),
+                        None,
+                        ProblemKind::NonUtf8,
+                        format!("header field {} is not valid UTF-8", i + 1),
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        let index: [Option<usize>; 6] =
+            std::array::from_fn(|f| names.iter().position(|n| n == v.name(f)));
+        let mut required = vec![field::TEXT];
+        if v.labelled() {
+            required.push(field::SCORE);
+        }
+        let mut ok = true;
+        for f in required {
+            if index[f].is_none() {
+                let column = v.name(f).to_string();
+                let message = if names.iter().all(String::is_empty) {
+                    "column not found: the file has no header".to_string()
+                } else {
+                    format!("column not found in the header (columns: {})", names.join(", "))
+                };
+                v.file_problem(
+                    &file,
+                    Location::File,
+                    Some(&column),
+                    ProblemKind::MissingColumn,
+                    message,
+                );
+                ok = false;
+            }
+        }
+        Ok(ok.then(|| DelimitedSource {
+            reader,
+            file,
+            index,
+            width: header.len(),
+            record: 0,
+            buf: ByteRecord::new(),
+        }))
+    }
+}
+
+fn cell<'a>(bytes: Option<&'a [u8]>, is_text: bool) -> Cell<'a> {
+    let Some(bytes) = bytes else { return Cell::Absent };
+    match std::str::from_utf8(bytes) {
+        Ok("") if !is_text => Cell::Null,
+        Ok(s) => Cell::Str(Cow::Borrowed(s)),
+        Err(e) => Cell::Bad(
+            ProblemKind::NonUtf8,
+            format!("invalid UTF-8 at byte {} of the field", e.valid_up_to() + 1),
+        ),
+    }
+}
+
+impl<R: Read + Send> Source for DelimitedSource<R> {
+    fn fill(&mut self, v: &mut Validator, max_rows: usize) -> Result<bool, Error> {
+        for _ in 0..max_rows {
+            let more = self
+                .reader
+                .read_byte_record(&mut self.buf)
+                .map_err(|e| Error::Csv { path: self.file.path.clone(), source: e })?;
+            if !more {
+                return Ok(false);
+            }
+            self.record += 1;
+            let line = self.buf.position().map_or(0, |p| p.line());
+            let loc = Location::Line(line);
+            if self.buf.len() != self.width {
+                v.malformed(
+                    &self.file,
+                    loc,
+                    ProblemKind::Malformed,
+                    format!(
+                        "expected {} fields (as in the header), found {}",
+                        self.width,
+                        self.buf.len()
+                    ),
+                );
+                continue;
+            }
+            let get = |f: usize| self.index[f].map(|i| &self.buf[i]);
+            let mut row = RawRow::new(loc, self.record);
+            row.id = cell(get(field::ID), false);
+            row.text = cell(get(field::TEXT), true);
+            row.score = match cell(get(field::SCORE), false) {
+                Cell::Absent => ScoreCell::Absent,
+                Cell::Null => ScoreCell::Null,
+                Cell::Str(s) => ScoreCell::Text(s),
+                Cell::Bad(kind, message) => ScoreCell::Bad(kind, message),
+            };
+            row.target = cell(get(field::TARGET), false);
+            row.source = cell(get(field::SOURCE), false);
+            row.group = cell(get(field::GROUP), false);
+            v.push(&self.file, row);
+        }
+        Ok(true)
+    }
+}
