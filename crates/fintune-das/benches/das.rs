@@ -11,15 +11,16 @@ use fintune_das::{stratified_split, DasConfig, Rarity, Stratification};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A realistic score distribution: a bimodal mixture (mild positive bulk, smaller negative
-/// mode) with clipped tails, rounded to 3 decimals (at most 2001 distinct values).
+/// A realistic score distribution: a bimodal mixture (positive bulk, smaller negative mode)
+/// spanning all of [-1, 1] with ties at the clipped ends, rounded to 3 decimals (so up to 2001
+/// distinct values, the worst case for 3-decimal data: at n = 1e6 all 2001 occur).
 fn scores(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
-            // Sum of uniforms ~ bell shape, centred per mode.
+            // Mean of 4 uniforms: a bell shape on [-0.5, 0.5], centred per mode.
             let bell: f64 = (0..4).map(|_| rng.random::<f64>()).sum::<f64>() / 4.0 - 0.5;
-            let x = if rng.random_bool(0.65) { 0.3 + 0.9 * bell } else { -0.35 + 0.8 * bell };
+            let x = if rng.random_bool(0.65) { 0.3 + 1.6 * bell } else { -0.35 + 1.6 * bell };
             ((x.clamp(-1.0, 1.0) * 1000.0).round() / 1000.0) as f32
         })
         .collect()
@@ -31,11 +32,36 @@ fn fit(c: &mut Criterion) {
     let cfg = DasConfig::default();
     for n in [1_000usize, 100_000, 1_000_000] {
         let s = scores(n, 1);
+        let fitted = Stratification::fit(&s, &cfg).unwrap();
+        eprintln!(
+            "n = {n}: {} distinct values, K = {}, candidates_exact = {}",
+            fitted.distinct_values,
+            fitted.num_classes(),
+            fitted.candidates_exact
+        );
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &s, |b, s| {
             b.iter(|| Stratification::fit(black_box(s), &cfg).unwrap())
         });
     }
+    // Worst case for the grouping: 1e6 unrounded scores, nearly all distinct, so the candidates
+    // are thinned to 2048 quantile-spaced gaps.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let raw: Vec<f32> = scores(1_000_000, 1)
+        .iter()
+        .map(|&x| (x + rng.random_range(-0.0005f32..0.0005)).clamp(-1.0, 1.0))
+        .collect();
+    let fitted = Stratification::fit(&raw, &cfg).unwrap();
+    eprintln!(
+        "n = 1000000 unrounded: {} distinct values, {} candidates, K = {}",
+        fitted.distinct_values,
+        fitted.num_candidates,
+        fitted.num_classes()
+    );
+    g.throughput(Throughput::Elements(raw.len() as u64));
+    g.bench_with_input(BenchmarkId::from_parameter("1000000_unrounded"), &raw, |b, s| {
+        b.iter(|| Stratification::fit(black_box(s), &cfg).unwrap())
+    });
     g.finish();
 }
 

@@ -92,7 +92,7 @@ fn radix_sort(keys: &mut Vec<u32>) {
     let mut buf = vec![0u32; n];
     for (pass, &shift) in SHIFTS.iter().enumerate() {
         let h = &mut hist[pass];
-        if h.iter().any(|&c| c == n) {
+        if h.contains(&n) {
             continue; // every key has the same digit here
         }
         let mut sum = 0;

@@ -84,7 +84,13 @@ impl TryFrom<RawRarity> for Rarity {
         if !(r.scale.is_finite() && r.scale > 0.0) {
             return Err(bad(format!("scale {} is not finite and > 0", r.scale)));
         }
-        Ok(Rarity { bandwidth: r.bandwidth, n: r.n, density: r.density, floor: r.floor, scale: r.scale })
+        Ok(Rarity {
+            bandwidth: r.bandwidth,
+            n: r.n,
+            density: r.density,
+            floor: r.floor,
+            scale: r.scale,
+        })
     }
 }
 

@@ -90,7 +90,11 @@ pub fn stratified_split_by<G: Hash + Eq>(
 }
 
 /// Validates the inputs; returns the fractions normalised to sum exactly 1.
-fn check(labels: &[usize], groups_len: Option<usize>, fractions: &[f64]) -> Result<Vec<f64>, Error> {
+fn check(
+    labels: &[usize],
+    groups_len: Option<usize>,
+    fractions: &[f64],
+) -> Result<Vec<f64>, Error> {
     if labels.is_empty() {
         return Err(Error::Empty { what: "labels" });
     }
@@ -160,8 +164,8 @@ fn assign_groups(
         let mut best_cost = f64::INFINITY;
         for p in 0..np {
             let cost: f64 = comp.iter().map(|&(s, m)| m * (2.0 * excess[p][s] + m)).sum();
-            let better = cost < best_cost - TOL
-                || (cost <= best_cost + TOL && total[p] < total[best] - TOL);
+            let better =
+                cost < best_cost - TOL || (cost <= best_cost + TOL && total[p] < total[best] - TOL);
             if p == 0 || better {
                 best = p;
                 best_cost = cost;

@@ -418,10 +418,8 @@ impl Stratification {
                 objective: s.objective,
             })
             .collect();
-        let mut out = scan
-            .into_iter()
-            .find(|s| s.num_classes() == chosen_k)
-            .expect("chosen K was solved");
+        let mut out =
+            scan.into_iter().find(|s| s.num_classes() == chosen_k).expect("chosen K was solved");
         out.candidates_exact = exact;
         out.num_candidates = num_candidates;
         out.constraints = Some(Constraints {

@@ -67,7 +67,8 @@ fn validate_names_the_bad_parameter() {
 
 #[test]
 fn serde_fills_missing_fields_with_defaults() {
-    let c: DasConfig = serde_json::from_str(r#"{"classes": {"fixed": 4}, "zero_cut": true}"#).unwrap();
+    let c: DasConfig =
+        serde_json::from_str(r#"{"classes": {"fixed": 4}, "zero_cut": true}"#).unwrap();
     assert_eq!(c, DasConfig::default().classes(Classes::Fixed(4)).zero_cut(true));
     let c: DasConfig = serde_json::from_str(r#"{"classes": "auto"}"#).unwrap();
     assert_eq!(c, DasConfig::default());

@@ -51,7 +51,13 @@ fn enumerate(scores: &[f32], k: usize, s: &Setup) -> Vec<Cand> {
 
     let mut out = Vec::new();
     let mut combo: Vec<usize> = Vec::new();
-    fn rec(start: usize, d: usize, left: usize, combo: &mut Vec<usize>, f: &mut dyn FnMut(&[usize])) {
+    fn rec(
+        start: usize,
+        d: usize,
+        left: usize,
+        combo: &mut Vec<usize>,
+        f: &mut dyn FnMut(&[usize]),
+    ) {
         if left == 0 {
             f(combo);
             return;
@@ -145,7 +151,8 @@ fn random_scores(rng: &mut ChaCha8Rng) -> Vec<f32> {
         1 => (0..n).map(|_| (rng.random_range(-4..=4) as f32) / 4.0).collect(),
         // Mirror-symmetric (adversarial for tie-breaking): exact dyadic values and their negatives.
         2 => {
-            let half: Vec<f32> = (0..n / 2).map(|_| (rng.random_range(1..=8) as f32) / 8.0).collect();
+            let half: Vec<f32> =
+                (0..n / 2).map(|_| (rng.random_range(1..=8) as f32) / 8.0).collect();
             half.iter().flat_map(|&x| [x, -x]).collect()
         }
         // Clustered with a few outliers.
@@ -254,4 +261,85 @@ fn prefix_sse_matches_two_pass() {
         assert!((p.mean_of(a, b).unwrap() - mu).abs() < 1e-12);
     }
     assert!((p.sse(0, d) - p.sst).abs() < 1e-12);
+}
+
+/// Runs both DP variants on the same problem built from scores and a config.
+fn both(
+    scores: &[f32],
+    cfg: &DasConfig,
+    kmax: usize,
+) -> (Vec<Option<Vec<usize>>>, Vec<Option<Vec<usize>>>) {
+    let g = crate::group::group(scores).unwrap();
+    let pre = super::Prefix::new(&g);
+    let d = g.values.len();
+    let z = cfg.get_zero_cut().then(|| g.values.partition_point(|&v| v < 0.0));
+    let mut bounds: Vec<usize> = (0..=d).collect();
+    if d - 1 > cfg.get_max_candidates() {
+        // Keep every 3rd gap (plus the zero gap) to exercise coarse blocks too.
+        bounds = (0..=d).filter(|&b| b == 0 || b == d || b % 3 == 0 || Some(b) == z).collect();
+    }
+    let thresholds: Vec<f64> = bounds
+        .iter()
+        .map(|&b| {
+            if b == 0 {
+                f64::NEG_INFINITY
+            } else if b == d {
+                f64::INFINITY
+            } else if Some(b) == z {
+                0.0
+            } else {
+                midpoint(g.values[b - 1], g.values[b])
+            }
+        })
+        .collect();
+    let forced = z.map(|z| bounds.binary_search(&z).unwrap());
+    let p = super::Problem {
+        prefix: &pre,
+        bounds: &bounds,
+        thresholds: &thresholds,
+        forced,
+        balance_weight: cfg.get_balance_weight(),
+        min_count: cfg.effective_min_count(scores.len()) as u64,
+        min_width: cfg.get_min_width(),
+        kmax,
+    };
+    (super::solve(&p), super::solve_quadratic(&p))
+}
+
+#[test]
+fn divide_and_conquer_matches_the_quadratic_dp() {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for case in 0..60 {
+        let n = rng.random_range(50..3000);
+        let scale = [1000.0f32, 100.0, 8.0][case % 3];
+        let skew = rng.random_range(0.3f64..3.0);
+        let scores: Vec<f32> = (0..n)
+            .map(|_| {
+                let u: f64 = rng.random();
+                let x = (u.powf(skew) * 2.0 - 1.0) as f32;
+                (x * scale).round() / scale
+            })
+            .collect();
+        if scores.iter().all(|&x| x < 0.0) || scores.iter().all(|&x| x >= 0.0) {
+            continue;
+        }
+        let cfg = DasConfig::default()
+            .balance_weight([0.0, 0.3, 0.7, 1.0][rng.random_range(0..4)])
+            .min_count(if rng.random_bool(0.5) { None } else { Some(rng.random_range(1..20)) })
+            .min_width([0.0, 0.05, 0.2][rng.random_range(0..3)])
+            .zero_cut(rng.random_bool(0.3))
+            .max_candidates(if rng.random_bool(0.3) { 100 } else { 2048 });
+        let distinct = {
+            let mut v = scores.clone();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            v.len()
+        };
+        if distinct < 2 {
+            continue;
+        }
+        let kmax = rng.random_range(2..=8);
+        let (dc, quad) = both(&scores, &cfg, kmax);
+        assert_eq!(dc, quad, "case {case}: n={n} {cfg:?}");
+    }
 }

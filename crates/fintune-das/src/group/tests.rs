@@ -67,7 +67,8 @@ fn rejects_empty_and_non_finite_with_index() {
         Err(Error::NonFinite { index, .. }) => assert_eq!(index, 2),
         other => panic!("{other:?}"),
     }
-    let big: Vec<f32> = (0..5000).map(|i| if i == 4321 { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let big: Vec<f32> =
+        (0..5000).map(|i| if i == 4321 { f32::NEG_INFINITY } else { 0.0 }).collect();
     match group(&big) {
         Err(Error::NonFinite { index, value }) => {
             assert_eq!(index, 4321);

@@ -19,7 +19,8 @@ fn sample(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
-            let x: f64 = rng.random::<f64>().powi(2) * if rng.random_bool(0.7) { 1.0 } else { -1.0 };
+            let x: f64 =
+                rng.random::<f64>().powi(2) * if rng.random_bool(0.7) { 1.0 } else { -1.0 };
             ((x * 1000.0).round() / 1000.0) as f32
         })
         .collect()
@@ -95,7 +96,10 @@ fn bad_inputs_name_the_problem() {
     }
     assert!(matches!(Rarity::fit(&[0.0, f32::NAN], 0.1), Err(Error::NonFinite { index: 1, .. })));
     for h in [0.0, -1.0, f64::NAN, 1e-6] {
-        assert!(matches!(Rarity::fit(&[0.0], h), Err(Error::InvalidParameter { name: "bandwidth", .. })));
+        assert!(matches!(
+            Rarity::fit(&[0.0], h),
+            Err(Error::InvalidParameter { name: "bandwidth", .. })
+        ));
     }
 }
 

@@ -29,7 +29,11 @@ fn ungrouped_split_is_exact_to_one_per_stratum() {
         for l in 0..k {
             let c = labels.iter().filter(|&&x| x == l * 3).count() as f64;
             for (p, &x) in per_stratum(&parts, &labels, l * 3).iter().enumerate() {
-                assert!((x as f64 - c * fr[p]).abs() < 1.0 + 1e-9, "label {l} part {p}: {x} vs {}", c * fr[p]);
+                assert!(
+                    (x as f64 - c * fr[p]).abs() < 1.0 + 1e-9,
+                    "label {l} part {p}: {x} vs {}",
+                    c * fr[p]
+                );
             }
         }
     }
@@ -65,9 +69,8 @@ fn groups_stay_together_and_pure_groups_meet_their_bound() {
         let parts = stratified_split(&labels, Some(&groups), &fr, 9).unwrap();
         assert_partition(&parts, labels.len());
         for g in &groups {
-            let homes: Vec<usize> = (0..2)
-                .filter(|&p| parts[p].iter().any(|&i| &groups[i] == g))
-                .collect();
+            let homes: Vec<usize> =
+                (0..2).filter(|&p| parts[p].iter().any(|&i| &groups[i] == g)).collect();
             assert_eq!(homes.len(), 1, "group {g} split");
         }
         for l in 0..3 {
@@ -80,7 +83,11 @@ fn groups_stay_together_and_pure_groups_meet_their_bound() {
                 .max()
                 .unwrap_or(0) as f64;
             for (p, &x) in per_stratum(&parts, &labels, l).iter().enumerate() {
-                assert!((x as f64 - c * fr[p]).abs() < gmax.max(1.0) + 1e-9, "label {l} part {p}: {x} vs {}, gmax {gmax}", c * fr[p]);
+                assert!(
+                    (x as f64 - c * fr[p]).abs() < gmax.max(1.0) + 1e-9,
+                    "label {l} part {p}: {x} vs {}, gmax {gmax}",
+                    c * fr[p]
+                );
             }
         }
     }

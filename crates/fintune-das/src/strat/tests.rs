@@ -106,13 +106,15 @@ fn statistics_match_hand_computations() {
     // Moments: mean 1/3, values in {-1, 0, 1}.
     let mean: f64 = 1.0 / 3.0;
     let m = |k: i32| {
-        (10.0 * (-1.0 - mean).powi(k) + 20.0 * (-mean).powi(k) + 30.0 * (1.0 - mean).powi(k))
-            / 60.0
+        (10.0 * (-1.0 - mean).powi(k) + 20.0 * (-mean).powi(k) + 30.0 * (1.0 - mean).powi(k)) / 60.0
     };
     assert!((s.skewness - m(3) / m(2).powf(1.5)).abs() < 1e-12);
     assert!((s.kurtosis - (m(4) / (m(2) * m(2)) - 3.0)).abs() < 1e-12);
     let c = &s.classes[2];
-    assert_eq!((c.count, c.mean, c.std, c.min, c.max), (30, Some(1.0), Some(0.0), Some(1.0), Some(1.0)));
+    assert_eq!(
+        (c.count, c.mean, c.std, c.min, c.max),
+        (30, Some(1.0), Some(0.0), Some(1.0), Some(1.0))
+    );
     assert_eq!((s.classes[0].lo, s.classes[2].hi), (-1.0, 1.0));
     let r = s.clone().with_balance_weight(0.2).unwrap();
     assert!((r.objective - 0.2 * s.balance_term).abs() < 1e-12);
@@ -168,8 +170,8 @@ fn fit_defaults_on_smooth_data_meet_the_quality_bar() {
 fn fixed_k_infeasible_is_an_error_and_auto_falls_back_to_two() {
     // 20 scores, min_count 8: K = 3 needs 24.
     let scores: Vec<f32> = (0..20).map(|i| i as f32 / 20.0).collect();
-    let e = Stratification::fit(&scores, &DasConfig::default().classes(Classes::Fixed(3)))
-        .unwrap_err();
+    let e =
+        Stratification::fit(&scores, &DasConfig::default().classes(Classes::Fixed(3))).unwrap_err();
     assert!(matches!(e, Error::Infeasible { k: 3, n: 20, min_count: 8, .. }), "{e:?}");
     assert!(e.to_string().contains("3 classes"), "{e}");
     let das = Stratification::fit(&scores, &DasConfig::default()).unwrap();
@@ -187,8 +189,9 @@ fn min_width_forces_wider_inner_classes() {
     scores.extend((0..100).map(|i| -0.9 + i as f32 / 200.0));
     let cfg = DasConfig::default().classes(Classes::Fixed(5)).min_count(Some(5));
     let narrow = Stratification::fit(&scores, &cfg.clone().min_width(0.0)).unwrap();
-    let min_inner =
-        |s: &Stratification| s.thresholds.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
+    let min_inner = |s: &Stratification| {
+        s.thresholds.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min)
+    };
     assert!(min_inner(&narrow) < 0.05, "{narrow}");
     let wide = Stratification::fit(&scores, &cfg.min_width(0.05)).unwrap();
     assert!(min_inner(&wide) >= 0.05 - 1e-9, "{wide}");
@@ -210,7 +213,8 @@ fn zero_cut_puts_a_threshold_at_zero_and_zeros_above_it() {
     let neg = with_zero.iter().filter(|&&x| x < 0.0).count();
     let below: usize = das.classes[..=z].iter().map(|c| c.count).sum();
     assert_eq!(below, neg, "{zeros} zeros originally");
-    let e = Stratification::fit(&[0.0, 0.5, 0.7], &DasConfig::default().zero_cut(true)).unwrap_err();
+    let e =
+        Stratification::fit(&[0.0, 0.5, 0.7], &DasConfig::default().zero_cut(true)).unwrap_err();
     assert!(matches!(e, Error::ZeroCutImpossible { negative: 0, non_negative: 3 }), "{e:?}");
 }
 
@@ -240,10 +244,7 @@ fn too_few_distinct_values_is_an_error() {
     let e = Stratification::fit(&[0.1, 0.2, 0.3], &DasConfig::default().classes(Classes::Fixed(4)))
         .unwrap_err();
     assert!(matches!(e, Error::TooFewDistinct { distinct: 3, k: 4 }), "{e:?}");
-    assert!(matches!(
-        Stratification::fit(&[], &DasConfig::default()),
-        Err(Error::Empty { .. })
-    ));
+    assert!(matches!(Stratification::fit(&[], &DasConfig::default()), Err(Error::Empty { .. })));
 }
 
 #[test]
@@ -283,7 +284,8 @@ fn display_prints_a_row_per_class() {
     assert!(text.starts_with("das: K = "), "{text}");
     assert!(text.contains("normalized entropy"));
     assert!(text.contains("explained variance"));
-    let rows = text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+    let rows =
+        text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
     assert_eq!(rows, das.num_classes(), "{text}");
 }
 

@@ -60,6 +60,7 @@ fn errors_are_readable() {
     assert_eq!(e.to_string(), "score at index 1 is not finite (NaN)");
     let e = "x".parse::<Classes>().unwrap_err();
     assert!(e.to_string().contains("expected \"auto\" or an integer >= 2"), "{e}");
-    let e = Stratification::fit(&[0.1, 0.2], &DasConfig::default().balance_weight(2.0)).unwrap_err();
+    let e =
+        Stratification::fit(&[0.1, 0.2], &DasConfig::default().balance_weight(2.0)).unwrap_err();
     assert_eq!(e.to_string(), "invalid balance_weight = 2: must be in [0, 1]");
 }

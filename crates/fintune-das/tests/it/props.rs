@@ -12,7 +12,8 @@ fn scores() -> impl Strategy<Value = Vec<f32>> {
         prop::collection::vec((-8i32..=8).prop_map(|i| i as f32 / 8.0), 2..200),
         // Skewed towards the positive side with a long negative tail.
         prop::collection::vec(
-            (0.0f64..1.0).prop_map(|u| ((u.powf(0.3) * 2.0 - 1.0) * 1000.0).round() as f32 / 1000.0),
+            (0.0f64..1.0)
+                .prop_map(|u| ((u.powf(0.3) * 2.0 - 1.0) * 1000.0).round() as f32 / 1000.0),
             2..200
         ),
     ]

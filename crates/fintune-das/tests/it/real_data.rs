@@ -27,7 +27,8 @@ fn data_dir() -> Option<PathBuf> {
 
 /// Reads the `score` field of every JSONL record, failing with file, line and reason.
 fn read_scores(path: &Path) -> Result<Vec<f32>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -68,7 +69,12 @@ fn das_defaults_meet_acceptance_on_real_training_files() -> Result<()> {
         let q_feasible = q.classes.iter().all(|cl| cl.count >= c.min_count)
             && q.thresholds.windows(2).all(|w| w[1] - w[0] >= 0.05 - 1e-9);
         if q_feasible {
-            assert!(das.objective <= q.objective + 1e-12, "{file}: {} > {}", das.objective, q.objective);
+            assert!(
+                das.objective <= q.objective + 1e-12,
+                "{file}: {} > {}",
+                das.objective,
+                q.objective
+            );
         }
         // Labels of the training scores reproduce the class counts.
         let labels = das.assign_all(&scores)?;
