@@ -195,10 +195,13 @@ impl Dataset {
     /// A new dataset with the rows at `indices`, in that order (for splits). The subset has
     /// no skipped rows; its warnings are recomputed. Panics if an index is out of bounds.
     pub fn take(&self, indices: &[usize]) -> Dataset {
+        let len = self.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= len) {
+            panic!("row index {bad} out of bounds ({len} rows)");
+        }
         let strings = |array: &StringArray| -> ArrayRef {
             let mut b = StringBuilder::with_capacity(indices.len(), 0);
             for &i in indices {
-                assert!(i < array.len(), "row index {i} out of bounds ({} rows)", array.len());
                 b.append_option(array.is_valid(i).then(|| array.value(i)));
             }
             Arc::new(b.finish())

@@ -9,6 +9,7 @@
 //! is reported with its column.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io::Read;
 
 use csv::ByteRecord;
@@ -18,8 +19,60 @@ use crate::problem::{Location, ProblemKind};
 use crate::read::Source;
 use crate::validate::{field, Cell, FileCtx, RawRow, ScoreCell, Validator};
 
+/// Wraps the input to record where line terminators are, so records get their exact start
+/// line: the CSV parser's own positions point before skipped blank lines.
+pub(crate) struct Tracked<R> {
+    inner: R,
+    offset: u64,
+    /// Offsets of `\r` and `\n` bytes not yet passed by [`Tracked::record_line`].
+    terminators: VecDeque<(u64, u8)>,
+    /// `\n` bytes before the last queried offset.
+    newlines: u64,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.terminators.push_back((self.offset + i as u64, b));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Tracked<R> {
+    fn new(inner: R) -> Self {
+        Tracked { inner, offset: 0, terminators: VecDeque::new(), newlines: 0 }
+    }
+
+    /// The 1-based line of a record whose parse started at byte `start` (possibly before blank
+    /// lines, which are skipped). Queries must come in increasing order.
+    fn record_line(&mut self, start: u64) -> u64 {
+        while let Some(&(at, b)) = self.terminators.front() {
+            if at >= start {
+                break;
+            }
+            self.newlines += u64::from(b == b'\n');
+            self.terminators.pop_front();
+        }
+        let mut at_next = start;
+        while let Some(&(at, b)) = self.terminators.front() {
+            if at != at_next {
+                break;
+            }
+            self.newlines += u64::from(b == b'\n');
+            self.terminators.pop_front();
+            at_next += 1;
+        }
+        self.newlines + 1
+    }
+}
+
 pub(crate) struct DelimitedSource<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Tracked<R>>,
     file: FileCtx,
     /// Header index of each mapped field.
     index: [Option<usize>; 6],
@@ -41,7 +94,7 @@ impl<R: Read + Send> DelimitedSource<R> {
             .delimiter(delimiter)
             .has_headers(true)
             .flexible(true)
-            .from_reader(input);
+            .from_reader(Tracked::new(input));
         let header = reader
             .byte_headers()
             .map_err(|e| Error::Csv { path: file.path.clone(), source: e })?
@@ -121,7 +174,8 @@ impl<R: Read + Send> Source for DelimitedSource<R> {
                 return Ok(false);
             }
             self.record += 1;
-            let line = self.buf.position().map_or(0, |p| p.line());
+            let start = self.buf.position().map_or(0, |p| p.byte());
+            let line = self.reader.get_mut().record_line(start);
             let loc = Location::Line(line);
             if self.buf.len() != self.width {
                 v.malformed(

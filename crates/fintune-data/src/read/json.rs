@@ -226,8 +226,10 @@ fn json_message(err: &serde_json::Error) -> String {
             err.line(),
             err.column()
         )
-    } else {
+    } else if err.column() > 0 {
         format!("malformed JSON (column {}): {reason}", err.column())
+    } else {
+        format!("malformed JSON: {reason}")
     }
 }
 
