@@ -1,0 +1,6 @@
+//! Integration tests of `fintune-data` (one binary).
+
+mod acceptance;
+mod fuzz;
+mod roundtrip;
+mod shared_data;
