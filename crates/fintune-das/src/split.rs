@@ -59,8 +59,11 @@ pub fn stratified_split(
         Some(g) => stratified_split_by(labels, g, fractions, seed),
         None => {
             let fr = check(labels, None, fractions)?;
-            let members: Vec<Vec<usize>> = (0..labels.len()).map(|i| vec![i]).collect();
-            Ok(assign_groups(labels, members, &fr, seed))
+            let members = Members {
+                starts: (0..=labels.len()).collect(),
+                indices: (0..labels.len()).collect(),
+            };
+            Ok(assign_groups(labels, &members, &fr, seed))
         }
     }
 }
@@ -77,16 +80,30 @@ pub fn stratified_split_by<G: Hash + Eq>(
 ) -> Result<Vec<Vec<usize>>, Error> {
     let fr = check(labels, Some(groups.len()), fractions)?;
     let mut id: HashMap<&G, usize> = HashMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        let next = members.len();
-        let gid = *id.entry(g).or_insert(next);
-        if gid == next {
-            members.push(Vec::new());
+    let mut gid = Vec::with_capacity(groups.len());
+    let mut sizes: Vec<usize> = Vec::new();
+    for g in groups {
+        let next = sizes.len();
+        let id = *id.entry(g).or_insert(next);
+        if id == next {
+            sizes.push(0);
         }
-        members[gid].push(i);
+        sizes[id] += 1;
+        gid.push(id);
     }
-    Ok(assign_groups(labels, members, &fr, seed))
+    // Counting sort of the indices by group id.
+    let mut starts = Vec::with_capacity(sizes.len() + 1);
+    starts.push(0);
+    for &c in &sizes {
+        starts.push(starts.last().copied().unwrap_or(0) + c);
+    }
+    let mut fill = starts.clone();
+    let mut indices = vec![0usize; groups.len()];
+    for (i, &g) in gid.iter().enumerate() {
+        indices[fill[g]] = i;
+        fill[g] += 1;
+    }
+    Ok(assign_groups(labels, &Members { starts, indices }, &fr, seed))
 }
 
 /// Validates the inputs; returns the fractions normalised to sum exactly 1.
@@ -121,9 +138,24 @@ fn check(
     Ok(fractions.iter().map(|f| f / sum).collect())
 }
 
+/// Group members in compressed form: group `g` is `indices[starts[g]..starts[g + 1]]`.
+struct Members {
+    starts: Vec<usize>,
+    indices: Vec<usize>,
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+    fn of(&self, g: usize) -> &[usize] {
+        &self.indices[self.starts[g]..self.starts[g + 1]]
+    }
+}
+
 fn assign_groups(
     labels: &[usize],
-    members: Vec<Vec<usize>>,
+    members: &Members,
     fractions: &[f64],
     seed: u64,
 ) -> Vec<Vec<usize>> {
@@ -146,14 +178,14 @@ fn assign_groups(
     let mut order: Vec<usize> = (0..members.len()).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     order.shuffle(&mut rng);
-    order.sort_by_key(|&g| std::cmp::Reverse(members[g].len())); // stable: ties keep the shuffle
+    order.sort_by_key(|&g| std::cmp::Reverse(members.of(g).len())); // stable: ties keep the shuffle
 
     let mut parts: Vec<Vec<usize>> = vec![Vec::new(); np];
     let mut comp: Vec<(usize, f64)> = Vec::new();
     for g in order {
         // Composition of the group: (stratum, members).
         comp.clear();
-        for &i in &members[g] {
+        for &i in members.of(g) {
             let s = stratum(labels[i]);
             match comp.iter_mut().find(|(t, _)| *t == s) {
                 Some((_, m)) => *m += 1.0,
@@ -175,7 +207,7 @@ fn assign_groups(
             excess[best][s] += m;
             total[best] += m;
         }
-        parts[best].extend_from_slice(&members[g]);
+        parts[best].extend_from_slice(members.of(g));
     }
     for part in &mut parts {
         part.sort_unstable();

@@ -263,12 +263,11 @@ fn prefix_sse_matches_two_pass() {
     assert!((p.sse(0, d) - p.sst).abs() < 1e-12);
 }
 
+/// Optimal cuts per K, as returned by the solvers.
+type Cuts = Vec<Option<Vec<usize>>>;
+
 /// Runs both DP variants on the same problem built from scores and a config.
-fn both(
-    scores: &[f32],
-    cfg: &DasConfig,
-    kmax: usize,
-) -> (Vec<Option<Vec<usize>>>, Vec<Option<Vec<usize>>>) {
+fn both(scores: &[f32], cfg: &DasConfig, kmax: usize) -> (Cuts, Cuts) {
     let g = crate::group::group(scores).unwrap();
     let pre = super::Prefix::new(&g);
     let d = g.values.len();
