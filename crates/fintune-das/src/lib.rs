@@ -18,8 +18,10 @@
 //! Candidate thresholds are the midpoints between consecutive distinct scores (ties never
 //! straddle a threshold); with more than `max_candidates` (2048) gaps, quantile-spaced gaps are
 //! used and the result says `candidates_exact: false`. Both terms are additive over classes, so
-//! an `O(B^2 + K B^2)` dynamic programme with prefix sums finds the exact optimum over the
-//! candidates for every `K <= max_classes` at once. Ties in `J` (within `1e-12`) go to the
+//! a dynamic programme with prefix sums finds the exact optimum over the candidates for every
+//! `K <= max_classes` at once; each layer is solved by divide and conquer (the class cost
+//! satisfies the quadrangle inequality), `O(K B log B)` for `B` candidate blocks, after an
+//! `O(n)` radix-sort grouping of the scores. Ties in `J` (within `1e-12`) go to the
 //! higher entropy, then to the lexicographically smallest threshold vector. `Classes::Auto`
 //! takes the smallest `K` in `3..=max_classes` explaining `>= 0.9` of SST.
 //!

@@ -241,6 +241,12 @@ fn next_up(x: f32) -> f32 {
     }
 }
 
+/// The `f64` nearest to the shortest decimal form of an `f32` (`-0.938`, not
+/// `-0.9380000233650208`), for readable JSON; it rounds back to the same `f32`.
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
 /// Number of distinct values below threshold `t` under the `f32` comparison of `assign`.
 fn cut_index(values: &[f32], t: f64) -> usize {
     let t32 = t as f32;
@@ -670,9 +676,9 @@ fn build(
             ent -= p * p.ln();
         }
         chi += (count as f64 - expected).powi(2) / expected;
-        let lo = if c == 0 { f64::from(g.values[0]).min(thresholds[0]) } else { thresholds[c - 1] };
+        let lo = if c == 0 { decimal(g.values[0]).min(thresholds[0]) } else { thresholds[c - 1] };
         let hi = if c == k - 1 {
-            f64::from(g.values[d - 1]).max(thresholds[k - 2])
+            decimal(g.values[d - 1]).max(thresholds[k - 2])
         } else {
             thresholds[c]
         };

@@ -298,3 +298,11 @@ fn method_parses_cli_names() {
     }
     assert!("jenks".parse::<Method>().is_err());
 }
+
+#[test]
+fn outer_bounds_are_the_decimal_extremes() {
+    let s = Stratification::quantile(&[-0.938f32, 0.1, 0.2, 0.975], 2).unwrap();
+    assert_eq!(s.classes[0].lo, -0.938);
+    assert_eq!(s.classes[1].hi, 0.975);
+    assert_eq!(s.classes[0].lo as f32, -0.938f32);
+}
