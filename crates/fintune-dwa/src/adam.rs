@@ -72,9 +72,8 @@ impl Adam {
     /// One descent step on `params` along `grads`.
     pub(crate) fn step(&mut self, c: &AdamConfig, params: &mut [f64], grads: &[f64]) {
         self.t += 1;
-        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
+        let bc1 = bias_correction(c.beta1, self.t);
+        let bc2 = bias_correction(c.beta2, self.t);
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
             let g = g + c.weight_decay * *p;
             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
@@ -82,5 +81,16 @@ impl Adam {
             let denom = (*v / bc2).sqrt() + c.eps;
             *p -= c.lr * (*m / bc1) / denom;
         }
+    }
+}
+
+/// `1 - beta^t`, bit-identical to the formula, without the slow subnormal arithmetic that
+/// `beta.powi(t)` runs into after a few thousand steps: once `beta^t < 4e-18` (below half an
+/// ulp of 1), `1 - beta^t` rounds to exactly 1.
+fn bias_correction(beta: f64, t: u64) -> f64 {
+    if t as f64 * beta.ln() < -40.0 {
+        1.0
+    } else {
+        1.0 - beta.powi(i32::try_from(t).unwrap_or(i32::MAX))
     }
 }

@@ -337,20 +337,29 @@ impl TaskWeighting for Dwa {
             }
         }
 
-        // Raw weights, computed in log space so extreme ratios neither overflow nor underflow
-        // before normalising: target temporarily holds u_i / max_j u_j.
-        let mut lmax = f64::NEG_INFINITY;
+        // Raw weights u_i = g_i r_i^alpha c_i^beta. Directly when that is safe (the usual
+        // case, with the default exponents no transcendental call); in log space, shifted by
+        // the maximum, when a product overflows or all underflow. `target` receives u (or
+        // u / max u), which the normalisation below rescales anyway.
+        let mut sum = 0.0;
         for i in 0..t {
-            let mut lu = g[i].ln() + c.alpha * r[i].ln();
-            if c.beta != 0.0 {
-                lu += c.beta * cb[i].ln();
-            }
-            u[i] = lu;
-            lmax = lmax.max(lu);
+            u[i] = g[i] * pow(r[i], c.alpha) * pow(cb[i], c.beta);
+            target[i] = u[i];
+            sum += u[i];
         }
-        for i in 0..t {
-            target[i] = if lmax == f64::NEG_INFINITY { 1.0 } else { (u[i] - lmax).exp() };
-            u[i] = u[i].exp();
+        if !(sum.is_finite() && sum > 0.0) {
+            let mut lmax = f64::NEG_INFINITY;
+            for i in 0..t {
+                let mut lu = g[i].ln() + c.alpha * r[i].ln();
+                if c.beta != 0.0 {
+                    lu += c.beta * cb[i].ln();
+                }
+                target[i] = lu;
+                lmax = lmax.max(lu);
+            }
+            for x in target.iter_mut() {
+                *x = if lmax == f64::NEG_INFINITY { 1.0 } else { (*x - lmax).exp() };
+            }
         }
 
         let values = &mut out.values;
@@ -392,5 +401,19 @@ impl TaskWeighting for Dwa {
         }
         self.state = s;
         Ok(())
+    }
+}
+
+/// `x^a` with the common exponents (0, 1/2, 1) special-cased; `x^0 = 1` even for `x = 0`.
+#[inline]
+fn pow(x: f64, a: f64) -> f64 {
+    if a == 1.0 {
+        x
+    } else if a == 0.5 {
+        x.sqrt()
+    } else if a == 0.0 {
+        1.0
+    } else {
+        x.powf(a)
     }
 }

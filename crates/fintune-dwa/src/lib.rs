@@ -149,9 +149,10 @@ pub trait TaskWeighting: fmt::Debug {
         false
     }
 
-    /// Whether the trainer must extract the flattened per-task probe gradients (expensive):
-    /// they go into [`StepObservation::grads`] and, for gradient-combination methods, into
-    /// [`combine_gradients`](TaskWeighting::combine_gradients).
+    /// Whether the trainer must extract the flattened per-task probe gradients (expensive) and
+    /// hand them to [`combine_gradients`](TaskWeighting::combine_gradients). (A method that
+    /// weights by gradient directions would read them from [`StepObservation::grads`]; no
+    /// built-in method does, pcgrad only needs `combine_gradients`.)
     fn needs_gradients(&self) -> bool {
         false
     }

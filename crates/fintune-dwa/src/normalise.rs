@@ -20,26 +20,39 @@ pub(crate) fn scale_clamped(u: &[f64], total: f64, lo: f64, hi: f64, out: &mut [
     if n == 0 {
         return;
     }
-    let sum: f64 = u.iter().sum();
-    if !(sum > 0.0 && sum.is_finite()) {
+    // Work on v = u / max(u), in [0, 1] with maximum exactly 1, so the sum lies in [1, n] and
+    // no scale factor can overflow whatever the magnitude of u. `out` holds v until the end.
+    let umax = u.iter().copied().fold(0.0, f64::max);
+    if !(umax > 0.0 && umax.is_finite()) {
         out.fill((total / n as f64).clamp(lo, hi));
         return;
     }
+    for (o, &x) in out.iter_mut().zip(u) {
+        *o = x / umax;
+    }
+    let v: &[f64] = out;
+    let sum: f64 = v.iter().sum();
     // Fast path: nothing binds.
     let lambda0 = total / sum;
-    if u.iter().all(|&x| {
+    let lam = if v.iter().all(|&x| {
         let w = lambda0 * x;
         w >= lo && w <= hi
     }) {
-        for (o, &x) in out.iter_mut().zip(u) {
-            *o = lambda0 * x;
-        }
-        return;
+        lambda0
+    } else {
+        solve(v, total, lo, hi)
+    };
+    for o in out.iter_mut() {
+        *o = (lam * *o).clamp(lo, hi);
     }
-    let f = |lam: f64| u.iter().map(|&x| (lam * x).clamp(lo, hi)).sum::<f64>();
+}
+
+/// The `lambda` with `sum_i clamp(lambda v_i, lo, hi) = total`.
+fn solve(v: &[f64], total: f64, lo: f64, hi: f64) -> f64 {
+    let f = |lam: f64| v.iter().map(|&x| (lam * x).clamp(lo, hi)).sum::<f64>();
     let mut below = 0.0f64; // largest breakpoint with f < total (f(0) = n lo <= total)
     let mut above = f64::INFINITY; // smallest breakpoint with f > total
-    for &x in u {
+    for &x in v {
         if x <= 0.0 {
             continue;
         }
@@ -49,10 +62,7 @@ pub(crate) fn scale_clamped(u: &[f64], total: f64, lo: f64, hi: f64, out: &mut [
             }
             let fb = f(b);
             if fb == total {
-                for (o, &y) in out.iter_mut().zip(u) {
-                    *o = (b * y).clamp(lo, hi);
-                }
-                return;
+                return b;
             }
             if fb < total {
                 below = below.max(b);
@@ -65,7 +75,7 @@ pub(crate) fn scale_clamped(u: &[f64], total: f64, lo: f64, hi: f64, out: &mut [
     // at an interior point and solve for lambda.
     let mid = if above.is_finite() { 0.5 * (below + above) } else { 2.0 * below + 1.0 };
     let (mut fixed, mut free) = (0.0, 0.0);
-    for &x in u {
+    for &x in v {
         let w = mid * x;
         if w <= lo {
             fixed += lo;
@@ -75,8 +85,9 @@ pub(crate) fn scale_clamped(u: &[f64], total: f64, lo: f64, hi: f64, out: &mut [
             free += x;
         }
     }
-    let lam = if free > 0.0 { (total - fixed) / free } else { mid };
-    for (o, &x) in out.iter_mut().zip(u) {
-        *o = (lam * x).clamp(lo, hi);
+    if free > 0.0 {
+        (total - fixed) / free
+    } else {
+        mid
     }
 }

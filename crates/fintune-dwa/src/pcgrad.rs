@@ -80,6 +80,29 @@ impl PcGrad {
         grads: &[&[f32]],
         out: &mut [f32],
     ) -> Result<(Vec<f64>, usize), Error> {
+        let (coefficients, projections) = self.plan(grads, out.len())?;
+        if let [a, b] = grads {
+            let (c0, c1) = (coefficients[0] as f32, coefficients[1] as f32);
+            for ((o, &x), &y) in out.iter_mut().zip(*a).zip(*b) {
+                *o = c0 * x + c1 * y;
+            }
+        } else {
+            let c0 = coefficients[0] as f32;
+            for (o, &x) in out.iter_mut().zip(grads[0]) {
+                *o = c0 * x;
+            }
+            for (g, &c) in grads.iter().zip(&coefficients).skip(1) {
+                let c = c as f32;
+                for (o, &x) in out.iter_mut().zip(*g) {
+                    *o += c * x;
+                }
+            }
+        }
+        Ok((coefficients, projections))
+    }
+
+    /// Checks shapes, builds the Gram matrix and runs the projections in coefficient space.
+    fn plan(&mut self, grads: &[&[f32]], n: usize) -> Result<(Vec<f64>, usize), Error> {
         let t = self.num_tasks;
         if grads.len() != t {
             return Err(Error::TaskCount {
@@ -89,7 +112,6 @@ impl PcGrad {
                 got: grads.len(),
             });
         }
-        let n = out.len();
         for (i, g) in grads.iter().enumerate() {
             if g.len() != n {
                 return Err(obs_err(
@@ -99,12 +121,20 @@ impl PcGrad {
             }
         }
         let mut gram = vec![0.0f64; t * t];
-        for j in 0..t {
-            for k in j..t {
-                let d = dot(grads[j], grads[k]);
-                gram[j * t + k] = d;
-                gram[k * t + j] = d;
+        if let [a, b] = grads {
+            // One fused pass over both gradients.
+            let [aa, ab, bb] = gram2(a, b);
+            gram.copy_from_slice(&[aa, ab, ab, bb]);
+        } else {
+            for j in 0..t {
+                for k in j..t {
+                    let d = dot(grads[j], grads[k]);
+                    gram[j * t + k] = d;
+                    gram[k * t + j] = d;
+                }
             }
+        }
+        for j in 0..t {
             if !gram[j * t + j].is_finite() {
                 return Err(obs_err(NAME, format!("gradient {j} has non-finite entries")));
             }
@@ -129,26 +159,32 @@ impl PcGrad {
                 }
             }
         }
-        let coefficients: Vec<f64> = (0..t).map(|k| (0..t).map(|i| a[i * t + k]).sum()).collect();
-        if t == 2 {
-            let (c0, c1) = (coefficients[0] as f32, coefficients[1] as f32);
-            for ((o, &x), &y) in out.iter_mut().zip(grads[0]).zip(grads[1]) {
-                *o = c0 * x + c1 * y;
-            }
-        } else {
-            let c0 = coefficients[0] as f32;
-            for (o, &x) in out.iter_mut().zip(grads[0]) {
-                *o = c0 * x;
-            }
-            for (g, &c) in grads.iter().zip(&coefficients).skip(1) {
-                let c = c as f32;
-                for (o, &x) in out.iter_mut().zip(*g) {
-                    *o += c * x;
-                }
-            }
-        }
+        let coefficients = (0..t).map(|k| (0..t).map(|i| a[i * t + k]).sum()).collect();
         Ok((coefficients, projections))
     }
+}
+
+/// `(a.a, a.b, b.b)` in one pass, f64 accumulation in eight lanes.
+fn gram2(a: &[f32], b: &[f32]) -> [f64; 3] {
+    let (mut aa, mut ab, mut bb) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let (x, y) = (f64::from(x[l]), f64::from(y[l]));
+            aa[l] += x * x;
+            ab[l] += x * y;
+            bb[l] += y * y;
+        }
+    }
+    let mut s = [aa.iter().sum::<f64>(), ab.iter().sum::<f64>(), bb.iter().sum::<f64>()];
+    for (&x, &y) in ra.iter().zip(rb) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        s[0] += x * x;
+        s[1] += x * y;
+        s[2] += y * y;
+    }
+    s
 }
 
 /// Dot product of two f32 slices accumulated in f64 with eight independent lanes (vectorises;
@@ -206,6 +242,13 @@ impl TaskWeighting for PcGrad {
             .collect();
         let refs: Vec<&[f32]> = slices.iter().map(|s| s.as_ref()).collect();
         let n = refs.first().map_or(0, |g| g.len());
+        if let [a, b] = refs.as_slice() {
+            // Built in one pass, no zero-fill.
+            let (coefficients, projections) = self.plan(&refs, n)?;
+            let (c0, c1) = (coefficients[0] as f32, coefficients[1] as f32);
+            let gradient: Array1<f32> = a.iter().zip(*b).map(|(&x, &y)| c0 * x + c1 * y).collect();
+            return Ok(Some(GradientCombination { gradient, coefficients, projections }));
+        }
         let mut gradient = Array1::<f32>::zeros(n);
         let out = gradient.as_slice_mut().expect("a fresh array is contiguous");
         let (coefficients, projections) = self.combine_into(&refs, out)?;

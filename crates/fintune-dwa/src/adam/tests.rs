@@ -40,3 +40,17 @@ fn validation_names_the_field() {
     let e = c.validate("famo").unwrap_err().to_string();
     assert!(e.contains("famo") && e.contains("beta2"), "{e}");
 }
+
+#[test]
+fn bias_correction_shortcut_is_exact() {
+    for beta in [0.0f64, 0.5, 0.9, 0.99, 0.999] {
+        for t in [1u64, 2, 10, 100, 1000, 10_000, 39_000, 41_000, 100_000, 1_000_000] {
+            let exact = 1.0 - beta.powi(t as i32);
+            assert_eq!(
+                super::bias_correction(beta, t).to_bits(),
+                exact.to_bits(),
+                "beta {beta} t {t}"
+            );
+        }
+    }
+}

@@ -50,3 +50,16 @@ fn infinite_upper_bound() {
     let w = run(&[1e-9, 1.0], 2.0, 1e-3, f64::INFINITY);
     assert!((w[0] - 1e-3).abs() < 1e-15 && (w[1] - 1.999).abs() < 1e-12, "{w:?}");
 }
+
+#[test]
+fn any_magnitude_works() {
+    for scale in [1e-300, 1e-200, 1.0, 1e200, 1e300] {
+        let w = run(&[1.0 * scale, 100.0 * scale], 2.0, 0.1, 1.9);
+        assert!((w[0] - 0.1).abs() < 1e-15 && (w[1] - 1.9).abs() < 1e-15, "{scale}: {w:?}");
+        let w = run(&[1.0 * scale, 3.0 * scale], 2.0, 0.1, 1.9);
+        assert!((w[0] - 0.5).abs() < 1e-15 && (w[1] - 1.5).abs() < 1e-15, "{scale}: {w:?}");
+    }
+    // Subnormal entries next to normal ones.
+    let w = run(&[5e-324, 1e-310], 2.0, 0.1, 1.9);
+    assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-12 && w[0] >= 0.1 && w[1] <= 1.9, "{w:?}");
+}

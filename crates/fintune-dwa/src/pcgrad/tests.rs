@@ -110,3 +110,21 @@ fn weights_are_equal_and_gradients_are_needed() {
     assert!(p.needs_gradients());
     assert_eq!(p.weights(&StepObservation::new(&[0.1, 0.2])).unwrap().values, vec![1.0, 1.0]);
 }
+
+#[test]
+fn combine_into_matches_combine_gradients() {
+    for t in [2usize, 3] {
+        let g: Vec<Array1<f32>> = (0..t)
+            .map(|i| Array1::from_iter((0..19).map(|k| ((k * 7 + i * 5) % 11) as f32 - 5.0)))
+            .collect();
+        let mut p = PcGrad::new(t, PcGradConfig { seed: 9 }).unwrap();
+        let mut q = PcGrad::new(t, PcGradConfig { seed: 9 }).unwrap();
+        let c = combine(&mut p, &g);
+        let slices: Vec<&[f32]> = g.iter().map(|a| a.as_slice().unwrap()).collect();
+        let mut out = vec![0.0f32; 19];
+        let (coefs, projections) = q.combine_into(&slices, &mut out).unwrap();
+        assert_eq!(c.gradient.to_vec(), out);
+        assert_eq!((c.coefficients, c.projections), (coefs, projections));
+        assert!(projections > 0, "t = {t}: the data must conflict");
+    }
+}
