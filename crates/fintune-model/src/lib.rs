@@ -5,6 +5,7 @@
 //!   [`bert`] (`bert`, `roberta`) and [`llama`] (`llama`, `qwen2`). Weight names equal the
 //!   checkpoint keys, so loading is a name-for-name, memory-mapped safetensors read
 //!   ([`weights::Checkpoint`]).
+//! - [`gguf`] reads GGUF files and converts a `llama` GGUF (e.g. SmolLM2-135M) into such a folder.
 //! - [`TextEncoder`] turns texts into typed, per-batch padded [`Batch`]es.
 //! - [`MultiTaskModel`] puts a [`heads::RegressionHead`] and an optional
 //!   [`heads::ClassificationHead`] on the pooled representation; it knows the fine-tuning
@@ -33,6 +34,7 @@
 pub mod backbone;
 pub mod bert;
 mod error;
+pub mod gguf;
 pub mod heads;
 pub mod layers;
 pub mod llama;
