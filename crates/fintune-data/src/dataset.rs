@@ -1,5 +1,6 @@
 //! The validated, in-memory dataset.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray};
 
+use crate::arrow_util::FastHash;
 use crate::options::{DefaultGroup, ReadOptions, ScoreRange};
 use crate::problem::{SkipReport, Warning};
 use crate::schema::{dataset_schema, GROUP, ID, SCORE, SOURCE, TARGET, TEXT};
@@ -238,36 +240,39 @@ impl Dataset {
         let texts = self.text_array();
         let targets = self.target_array();
         let scores = self.score_array();
-        let mut by_key: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
-        let mut order = Vec::new();
+        // First row of each (text, target); later rows with the same key are chained.
+        let mut first: HashMap<(&str, Option<&str>), usize, FastHash> =
+            HashMap::with_capacity_and_hasher(self.len(), FastHash);
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
         for i in 0..self.len() {
             if scores.is_null(i) {
                 continue;
             }
             let key = (texts.value(i), targets.is_valid(i).then(|| targets.value(i)));
-            let rows = by_key.entry(key).or_default();
-            if rows.is_empty() {
-                order.push(key);
+            match first.entry(key) {
+                Entry::Occupied(e) => repeats.push((*e.get(), i)),
+                Entry::Vacant(e) => {
+                    e.insert(i);
+                }
             }
-            rows.push(i);
         }
-        order
-            .into_iter()
-            .filter_map(|key| {
-                let rows = &by_key[&key];
-                let first = scores.value(rows[0]);
-                rows.iter().any(|&i| scores.value(i).to_bits() != first.to_bits()).then(|| {
-                    Warning::ConflictingScores {
-                        text: key.0.to_string(),
-                        target: key.1.map(str::to_string),
-                        rows: rows
-                            .iter()
-                            .map(|&i| (self.id(i).to_string(), scores.value(i)))
-                            .collect(),
-                    }
-                })
-            })
-            .collect()
+        drop(first);
+        // Group the repeats by their first row, in input order.
+        repeats.sort_unstable();
+        let mut warnings = Vec::new();
+        for chunk in repeats.chunk_by(|a, b| a.0 == b.0) {
+            let head = chunk[0].0;
+            let rows: Vec<usize> = std::iter::once(head).chain(chunk.iter().map(|r| r.1)).collect();
+            let score = scores.value(head).to_bits();
+            if rows.iter().any(|&i| scores.value(i).to_bits() != score) {
+                warnings.push(Warning::ConflictingScores {
+                    text: texts.value(head).to_string(),
+                    target: targets.is_valid(head).then(|| targets.value(head).to_string()),
+                    rows: rows.iter().map(|&i| (self.id(i).to_string(), scores.value(i))).collect(),
+                });
+            }
+        }
+        warnings
     }
 }
 

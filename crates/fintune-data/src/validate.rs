@@ -1,14 +1,15 @@
 //! Row validation shared by every reader: raw cells in, validated Arrow rows and problems out.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use arrow_array::builder::{ArrayBuilder, Float32Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 
+use crate::arrow_util::FastHash;
 use crate::options::{ReadOptions, ScoreRange};
 use crate::problem::{Location, Problem, ProblemKind, ProblemReport, SkipReport};
 use crate::schema::dataset_schema;
@@ -80,6 +81,84 @@ struct FirstUse {
     loc: Location,
 }
 
+/// The ids seen so far, without an allocation per id: their bytes in one arena, found by hash.
+#[derive(Debug, Default)]
+struct IdSet {
+    arena: String,
+    /// Hash of an id -> its entry (the head of a chain of entries with the same hash).
+    by_hash: HashMap<u64, u32, PassHash>,
+    entries: Vec<IdEntry>,
+}
+
+#[derive(Debug)]
+struct IdEntry {
+    start: usize,
+    len: usize,
+    /// The next entry with the same hash, or `u32::MAX`.
+    next: u32,
+    first: FirstUse,
+}
+
+impl IdSet {
+    /// Records `id` first used at `first`; if it was already used, returns where.
+    fn insert(&mut self, id: &str, first: FirstUse) -> Option<FirstUse> {
+        self.insert_hashed(FastHash.hash_one(id), id, first)
+    }
+
+    fn insert_hashed(&mut self, hash: u64, id: &str, first: FirstUse) -> Option<FirstUse> {
+        let head = self.by_hash.get(&hash).copied();
+        let mut at = head.unwrap_or(u32::MAX);
+        while at != u32::MAX {
+            let e = &self.entries[at as usize];
+            if &self.arena[e.start..e.start + e.len] == id {
+                return Some(e.first);
+            }
+            at = e.next;
+        }
+        let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 ids");
+        self.entries.push(IdEntry {
+            start: self.arena.len(),
+            len: id.len(),
+            next: head.unwrap_or(u32::MAX),
+            first,
+        });
+        self.arena.push_str(id);
+        self.by_hash.insert(hash, index);
+        None
+    }
+}
+
+/// For keys that are already hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassHash;
+
+impl std::hash::BuildHasher for PassHash {
+    type Hasher = PassHasher;
+
+    fn build_hasher(&self) -> PassHasher {
+        PassHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct PassHasher(u64);
+
+impl std::hash::Hasher for PassHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Builders for the validated columns.
 #[derive(Debug)]
 struct BatchBuilder {
@@ -131,7 +210,7 @@ pub(crate) struct Validator {
     range: ScoreRange,
     labelled: bool,
     files: Vec<PathBuf>,
-    ids: HashMap<Box<str>, FirstUse>,
+    ids: IdSet,
     builder: BatchBuilder,
     problems: Vec<Problem>,
     invalid_rows: usize,
@@ -154,7 +233,7 @@ impl Validator {
             range: opts.score_range,
             labelled: opts.labelled,
             files: Vec::new(),
-            ids: HashMap::new(),
+            ids: IdSet::default(),
             builder: BatchBuilder::new(opts.labelled),
             problems: Vec::new(),
             invalid_rows: 0,
@@ -322,18 +401,12 @@ impl Validator {
         let id_buf = std::mem::take(&mut self.id_buf);
         let id_str: Option<&str> = if generated { Some(id_buf.as_str()) } else { id.as_deref() };
         if let Some(id_str) = id_str {
-            match self.ids.entry(id_str.into()) {
-                Entry::Occupied(first) => {
-                    let first = *first.get();
-                    let message = format!(
-                        "duplicate id {id_str:?} (first used at {})",
-                        describe(&self.files[first.file as usize], first.loc)
-                    );
-                    self.problem(file, loc, Some(ID), ProblemKind::DuplicateId, message);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(FirstUse { file: file.index, loc });
-                }
+            if let Some(first) = self.ids.insert(id_str, FirstUse { file: file.index, loc }) {
+                let message = format!(
+                    "duplicate id {id_str:?} (first used at {})",
+                    describe(&self.files[first.file as usize], first.loc)
+                );
+                self.problem(file, loc, Some(ID), ProblemKind::DuplicateId, message);
             }
         }
 
@@ -455,3 +528,6 @@ pub(crate) mod field {
     pub const SOURCE: usize = super::SOURCE;
     pub const GROUP: usize = super::GROUP;
 }
+
+#[cfg(test)]
+mod tests;

@@ -441,7 +441,8 @@ fn typed_batches() -> (Arc<Schema>, Vec<RecordBatch>) {
         Field::new("raw", DataType::Binary, true),
         Field::new("target", DataType::Utf8, true),
     ]));
-    let rows: Vec<(Option<i64>, Option<&str>, Option<f64>, Option<&[u8]>, Option<&str>)> = vec![
+    type Row<'a> = (Option<i64>, Option<&'a str>, Option<f64>, Option<&'a [u8]>, Option<&'a str>);
+    let rows: Vec<Row<'_>> = vec![
         (Some(1), Some("one"), Some(0.5), Some(b"x"), Some("T")),
         (Some(2), None, Some(0.5), None, None),
         (Some(3), Some("three"), Some(f64::NAN), None, None),
