@@ -289,20 +289,32 @@ impl MultiTaskModel {
 
     /// Runs the model. `train` enables dropout.
     pub fn forward_t(&self, batch: &Batch, train: bool) -> Outputs {
-        let pooled = if matches!(self.spec.tuning, Tuning::Frozen) {
+        let pooled = self.forward_backbone(batch, train);
+        let (score, logits) = self.forward_heads(&pooled, train);
+        Outputs { pooled, score, logits }
+    }
+
+    /// The shared part: backbone and pooling, `[B, H]`. With a frozen backbone it runs without
+    /// autograd and returns a leaf that tracks gradients (when `train`), so the
+    /// representation probe still works.
+    pub fn forward_backbone(&self, batch: &Batch, train: bool) -> Tensor {
+        if matches!(self.spec.tuning, Tuning::Frozen) {
             let p = tch::no_grad(|| {
                 let h = self.backbone.net.forward_t(batch, train);
                 self.pooling.pool(&h, &batch.attention_mask)
             });
-            // A leaf that tracks gradients, so the representation probe still works.
             p.detach().set_requires_grad(train)
         } else {
             let h = self.backbone.net.forward_t(batch, train);
             self.pooling.pool(&h, &batch.attention_mask)
-        };
-        let score = self.regression.forward_t(&pooled, train);
-        let logits = self.classification.as_ref().map(|c| c.forward_t(&pooled, train));
-        Outputs { pooled, score, logits }
+        }
+    }
+
+    /// The task heads on a pooled representation: scores `[B]` and logits `[B, K]`.
+    pub fn forward_heads(&self, pooled: &Tensor, train: bool) -> (Tensor, Option<Tensor>) {
+        let score = self.regression.forward_t(pooled, train);
+        let logits = self.classification.as_ref().map(|c| c.forward_t(pooled, train));
+        (score, logits)
     }
 
     /// Every trainable parameter, sorted by name within each part.
@@ -387,7 +399,7 @@ impl MultiTaskModel {
     }
 
     /// Restores tensors written by [`Self::state`] (shapes checked, names must match).
-    pub fn load_state(&mut self, ckpt: &Checkpoint) -> Result<()> {
+    pub fn load_state(&self, ckpt: &Checkpoint) -> Result<()> {
         let lora = matches!(self.spec.tuning, Tuning::Lora(_));
         if !lora {
             ckpt.load_into(&self.backbone.base, "backbone.")?;

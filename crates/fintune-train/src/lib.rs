@@ -1,1 +1,46 @@
-//! Trainer.
+//! fintune's trainer: multi-task fine-tuning of a pretrained transformer for sentiment-score
+//! regression, with data-aware score classes (fintune-das) and dynamic task weights
+//! (fintune-dwa), plus evaluation, prediction and the experiment harness.
+//!
+//! Main pieces:
+//! - [`TrainConfig`] (every option and default, TOML) and [`trainer::train`], which leaves a
+//!   run folder: `config.toml`, `das.json`, `history.csv`, `metrics.json`, `model/`, `plots/`,
+//!   `report.md`, `checkpoint/`.
+//! - [`metrics::RegressionMetrics`], the one implementation of the metrics (the
+//!   [`metrics::Metric`] seam).
+//! - [`predict::Predictor`]: a saved model that scores texts, batch by batch.
+//! - [`progress::Progress`]: progress rendering kept apart from the loop.
+//!
+//! ```no_run
+//! use fintune_train::{trainer, progress, TrainConfig};
+//! # fn main() -> Result<(), fintune_train::Error> {
+//! let mut cfg = TrainConfig::default();
+//! cfg.data.train = vec!["fixtures/train.jsonl".into()];
+//! cfg.optim.epochs = 1;
+//! let mut bars = progress::for_terminal(true);
+//! match trainer::train(&cfg, "runs/example".as_ref(), &Default::default(), bars.as_mut())? {
+//!     trainer::Outcome::Finished(m) => println!("validation MSE {:.4}", m.val.mse),
+//!     trainer::Outcome::Interrupted { .. } => unreachable!("no --stop-after"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture Invariant: this is the only crate that depends on the other fintune crates;
+//! the binary `fintune` is a thin layer over this library.
+
+pub mod batching;
+pub mod config;
+mod error;
+pub mod metrics;
+pub mod optim;
+pub mod plots;
+pub mod predict;
+pub mod prepare;
+pub mod progress;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Error, Result};

@@ -1,0 +1,370 @@
+//! The training configuration: every option of `fintune train`, with its default, in one place.
+//!
+//! A TOML file (`--config run.toml`) may give any subset; command-line flags override it; the
+//! resolved configuration is written to the run folder as `config.toml`.
+//! `fintune train --print-config` prints the defaults as TOML.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use fintune_das::{Classes, DasConfig};
+use fintune_data::ReadOptions;
+use fintune_dwa::{WeightingConfig, WeightingSpec};
+use fintune_model::{HeadsConfig, LoraConfig, Pooling, Probe, Tuning};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::MetricsConfig;
+
+/// How score classes for the auxiliary task are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strata {
+    /// Data-aware stratification (ours).
+    #[default]
+    Das,
+    /// Equal-frequency classes.
+    Quantile,
+    /// Equal-width classes.
+    Uniform,
+    /// No classes: single-task regression (the baseline).
+    None,
+}
+
+impl FromStr for Strata {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "das" => Ok(Strata::Das),
+            "quantile" => Ok(Strata::Quantile),
+            "uniform" => Ok(Strata::Uniform),
+            "none" => Ok(Strata::None),
+            o => Err(format!("unknown strata `{o}` (das, quantile, uniform, none)")),
+        }
+    }
+}
+
+/// Imbalanced-regression comparators on the regression loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Imbalance {
+    /// Plain MSE.
+    #[default]
+    None,
+    /// Label-distribution smoothing (Yang et al. 2021): per-sample weights 1 / smoothed density.
+    Lds,
+    /// Batch-based Balanced MSE (Ren et al. 2022) with a learned noise scale.
+    Bmse,
+}
+
+impl FromStr for Imbalance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Imbalance::None),
+            "lds" => Ok(Imbalance::Lds),
+            "bmse" => Ok(Imbalance::Bmse),
+            o => Err(format!("unknown imbalance option `{o}` (none, lds, bmse)")),
+        }
+    }
+}
+
+/// Class weights in the cross-entropy of the auxiliary task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    /// Unweighted.
+    #[default]
+    None,
+    /// Inverse class frequency.
+    Inverse,
+    /// Inverse square root of the frequency.
+    InverseSqrt,
+    /// Effective number of samples (Cui et al. 2019) with beta 0.999.
+    Effective,
+}
+
+/// Input files and how to read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training files (any supported format). Required.
+    pub train: Vec<PathBuf>,
+    /// Validation file; without it a group-aware stratified split of the training data is used.
+    pub val: Option<PathBuf>,
+    /// Test file, evaluated once with the best (validation-selected) model.
+    pub test: Option<PathBuf>,
+    /// Share of the training data held out for validation when there is no `val`. Default 0.1.
+    pub val_fraction: f64,
+    /// How files are read (`[data.read]`: format, column names, score range, skip_invalid,
+    /// default groups; see fintune-data's `ReadOptions`).
+    pub read: ReadOptions,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train: vec![],
+            val: None,
+            test: None,
+            val_fraction: 0.1,
+            read: ReadOptions::default(),
+        }
+    }
+}
+
+/// The backbone and heads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A Hugging Face model folder. Default: `$FINTUNE_HOME/models/all-MiniLM-L6-v2`
+    /// (`.fintune/models/all-MiniLM-L6-v2`, fetched by `cargo xtask setup`).
+    pub backbone: PathBuf,
+    /// `full`, `frozen`, `top:N` or `lora:R`. Default `full`.
+    pub tuning: String,
+    /// LoRA details for `lora:R` (alpha, dropout, targets; the rank comes from `tuning`).
+    pub lora: LoraConfig,
+    /// Pooling; default: the family's (mean for encoders, last token for decoders).
+    pub pooling: Option<Pooling>,
+    /// Truncation length in tokens. Default 128.
+    pub max_len: usize,
+    /// Heads (dropout 0.1, linear regression head bounded to [-1, 1] by a scaled tanh).
+    pub heads: HeadsConfig,
+}
+
+/// Default backbone folder.
+pub fn default_backbone() -> PathBuf {
+    let home = std::env::var_os("FINTUNE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".fintune"));
+    home.join("models/all-MiniLM-L6-v2")
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            backbone: default_backbone(),
+            tuning: "full".into(),
+            lora: LoraConfig::default(),
+            pooling: None,
+            max_len: 128,
+            heads: HeadsConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The tuning mode, with `[model.lora]` applied to `lora:R`.
+    pub fn tuning(&self) -> Result<Tuning, String> {
+        match self.tuning.parse::<Tuning>().map_err(|e| e.to_string())? {
+            Tuning::Lora(l) => Ok(Tuning::Lora(LoraConfig { rank: l.rank, ..self.lora.clone() })),
+            t => Ok(t),
+        }
+    }
+}
+
+/// Optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Epochs. Default 5.
+    pub epochs: usize,
+    /// Training batch size. Default 16.
+    pub batch_size: usize,
+    /// Evaluation batch size. Default 64.
+    pub eval_batch_size: usize,
+    /// Peak learning rate of the backbone. Default 5e-5.
+    pub lr: f64,
+    /// Peak learning rate of the heads. Default 1e-3.
+    pub head_lr: f64,
+    /// Peak learning rate of LoRA adapters. Default 5e-4.
+    pub adapter_lr: f64,
+    /// AdamW decoupled weight decay (not on biases and norms). Default 0.01.
+    pub weight_decay: f64,
+    /// Warm-up share of all steps (linear warm-up, then linear decay). Default 0.06.
+    pub warmup: f64,
+    /// Gradient clipping (global L2 norm). Default 1.0.
+    pub clip: f64,
+    /// Early stopping: epochs without a better validation MSE. Default 2.
+    pub patience: usize,
+    /// Seed of everything random (split, order, dropout, head init). Default 42.
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`. Default `cpu`.
+    pub device: String,
+    /// libtorch intra-op threads (0: libtorch's default, one per core). Default 0.
+    pub threads: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            epochs: 5,
+            batch_size: 16,
+            eval_batch_size: 64,
+            lr: 5e-5,
+            head_lr: 1e-3,
+            adapter_lr: 5e-4,
+            weight_decay: 0.01,
+            warmup: 0.06,
+            clip: 1.0,
+            patience: 2,
+            seed: 42,
+            device: "cpu".into(),
+            threads: 0,
+        }
+    }
+}
+
+/// The multi-task set-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Score classes: `das`, `quantile`, `uniform`, or `none` (single-task). Default `das`.
+    pub strata: Strata,
+    /// Number of classes: `auto` (DAS chooses; 5 for quantile/uniform) or K. Default `auto`.
+    pub classes: Classes,
+    /// Task weighting (see fintune-dwa): `dwa`, `equal`, `static:a,b`, `uncertainty`,
+    /// `gradnorm`, `dwa-liu`, `dao`, `famo`, `pcgrad`. Default `dwa`.
+    pub weighting: WeightingSpec,
+    /// Where gradient norms are measured: `representation`, `last-layer`, `all`.
+    /// Default `representation`.
+    pub probe: Probe,
+    /// Regression loss: `none` (MSE), `lds`, `bmse`. Default `none`.
+    pub imbalance: Imbalance,
+    /// Class weights of the cross-entropy. Default `none`.
+    pub class_weights: ClassWeights,
+    /// Kernel width of the label density (LDS weights and the DWA batch term). Default 0.1.
+    pub rarity_bandwidth: f64,
+    /// Initial noise scale sigma of Balanced MSE. Default 0.2.
+    pub bmse_sigma: f64,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            strata: Strata::Das,
+            classes: Classes::Auto,
+            weighting: WeightingSpec::Dwa,
+            probe: Probe::Representation,
+            imbalance: Imbalance::None,
+            class_weights: ClassWeights::None,
+            rarity_bandwidth: 0.1,
+            bmse_sigma: 0.2,
+        }
+    }
+}
+
+/// Everything `fintune train` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run folder. Default `runs/<timestamp>-<name>`.
+    pub out: Option<PathBuf>,
+    /// Run name used in the default folder. Default: derived from the first training file.
+    pub name: Option<String>,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub task: TaskConfig,
+    /// DAS constants (see fintune-das).
+    pub das: DasConfig,
+    /// Constants of every weighting method (see fintune-dwa).
+    pub weighting: WeightingConfig,
+    /// Metric settings (neutral band, regions).
+    pub metrics: MetricsConfig,
+}
+
+impl TrainConfig {
+    /// Reads a TOML file.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serialises")
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.data.train.is_empty() {
+            return Err(
+                "no training data: pass --data PATH (or [data] train = [...] in the config)".into(),
+            );
+        }
+        if !(0.0..0.9).contains(&self.data.val_fraction)
+            || self.data.val_fraction == 0.0 && self.data.val.is_none()
+        {
+            return Err(format!(
+                "data.val_fraction must be in (0, 0.9), got {}",
+                self.data.val_fraction
+            ));
+        }
+        let o = &self.optim;
+        if o.epochs == 0 || o.batch_size == 0 || o.eval_batch_size == 0 {
+            return Err("epochs, batch_size and eval_batch_size must be >= 1".into());
+        }
+        for (name, v) in [("lr", o.lr), ("head_lr", o.head_lr), ("adapter_lr", o.adapter_lr)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("optim.{name} must be > 0, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&o.warmup) {
+            return Err(format!("optim.warmup must be in [0, 1), got {}", o.warmup));
+        }
+        if !(o.clip > 0.0) {
+            return Err(format!("optim.clip must be > 0, got {}", o.clip));
+        }
+        if self.model.max_len < 2 {
+            return Err(format!("model.max_len must be >= 2, got {}", self.model.max_len));
+        }
+        self.model.tuning()?;
+        fintune_model::device_from_str(&o.device).map_err(|e| e.to_string())?;
+        if !(self.task.rarity_bandwidth > 0.0) || !(self.task.bmse_sigma > 0.0) {
+            return Err("task.rarity_bandwidth and task.bmse_sigma must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let c = TrainConfig {
+            data: DataConfig { train: vec!["a.jsonl".into()], ..Default::default() },
+            ..Default::default()
+        };
+        let text = c.to_toml();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert!(text.contains("weighting = \"dwa\""), "{text}");
+    }
+
+    #[test]
+    fn partial_files_take_defaults_and_typos_are_errors() {
+        let c: TrainConfig =
+            toml::from_str("[optim]\nepochs = 2\n[task]\nweighting = \"static:0.7,0.3\"\n")
+                .unwrap();
+        assert_eq!(c.optim.epochs, 2);
+        assert_eq!(c.optim.batch_size, 16);
+        assert_eq!(c.task.weighting, WeightingSpec::Static(vec![0.7, 0.3]));
+        let err = toml::from_str::<TrainConfig>("[optim]\nepoch = 2\n").unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        let err = toml::from_str::<TrainConfig>("[task]\nweighting = \"dwaa\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dwaa"), "{err}");
+    }
+
+    #[test]
+    fn lora_rank_comes_from_tuning() {
+        let m = ModelConfig { tuning: "lora:4".into(), ..Default::default() };
+        match m.tuning().unwrap() {
+            Tuning::Lora(l) => assert_eq!((l.rank, l.alpha), (4, 16.0)),
+            t => panic!("{t:?}"),
+        }
+    }
+}

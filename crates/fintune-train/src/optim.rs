@@ -1,0 +1,196 @@
+//! AdamW with parameter groups and a saveable state, gradient clipping, and the linear
+//! warm-up/decay schedule.
+//!
+//! libtorch's optimisers (through `tch::nn::Optimizer`) cannot save or restore their moment
+//! estimates, which exact `--resume` needs, so AdamW is written here on tensors: the update is
+//! PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
+
+use fintune_model::weights::Checkpoint;
+use fintune_model::{Param, Part};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Learning rate and weight decay of one parameter group.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GroupRates {
+    /// Peak learning rate (before the schedule's factor).
+    pub lr: f64,
+    /// Decoupled weight decay (applied to parameters that decay).
+    pub weight_decay: f64,
+}
+
+/// AdamW hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// Backbone parameters.
+    pub backbone: GroupRates,
+    /// LoRA adapters.
+    pub adapter: GroupRates,
+    /// Task heads.
+    pub head: GroupRates,
+    /// First-moment decay. Default: 0.9.
+    pub beta1: f64,
+    /// Second-moment decay. Default: 0.999.
+    pub beta2: f64,
+    /// Denominator epsilon. Default: 1e-8.
+    pub eps: f64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    param: Tensor,
+    part: Part,
+    decay: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// AdamW over a model's trainable parameters.
+#[derive(Debug)]
+pub struct AdamW {
+    slots: Vec<Slot>,
+    cfg: AdamWConfig,
+    step: i64,
+}
+
+impl AdamW {
+    /// An optimiser for `params` (from `MultiTaskModel::parameters`).
+    pub fn new(params: Vec<Param>, cfg: AdamWConfig) -> Self {
+        let slots = params
+            .into_iter()
+            .map(|p| Slot {
+                m: p.tensor.zeros_like().detach(),
+                v: p.tensor.zeros_like().detach(),
+                name: p.name,
+                param: p.tensor,
+                part: p.part,
+                decay: p.decay,
+            })
+            .collect();
+        AdamW { slots, cfg, step: 0 }
+    }
+
+    /// Number of updates taken.
+    pub fn steps(&self) -> i64 {
+        self.step
+    }
+
+    /// The optimised tensors.
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
+        self.slots.iter().map(|s| &s.param)
+    }
+
+    /// Clears every gradient.
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            s.param.zero_grad();
+        }
+    }
+
+    /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm
+    /// before clipping (as `torch.nn.utils.clip_grad_norm_`).
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let grads: Vec<Tensor> =
+            self.slots.iter().map(|s| s.param.grad()).filter(Tensor::defined).collect();
+        if grads.is_empty() {
+            return 0.0;
+        }
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Double)).collect();
+        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+        if total.is_finite() && total > max_norm {
+            let scale = max_norm / (total + 1e-6);
+            tch::no_grad(|| {
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            });
+        }
+        total
+    }
+
+    /// One AdamW update with every group's learning rate multiplied by `lr_factor`.
+    pub fn step(&mut self, lr_factor: f64) {
+        self.step += 1;
+        let t = self.step as f64;
+        let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
+        let bc1 = 1.0 - beta1.powf(t);
+        let bc2_sqrt = (1.0 - beta2.powf(t)).sqrt();
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let g = s.param.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let rates = match s.part {
+                    Part::Backbone => self.cfg.backbone,
+                    Part::Adapter => self.cfg.adapter,
+                    Part::Head => self.cfg.head,
+                };
+                let lr = rates.lr * lr_factor;
+                if s.decay && rates.weight_decay > 0.0 {
+                    let _ = s.param.g_mul_scalar_(1.0 - lr * rates.weight_decay);
+                }
+                let _ = s.m.lerp_(&g, 1.0 - beta1);
+                let _ = s.v.g_mul_scalar_(beta2);
+                let _ = s.v.addcmul_(&(&g * (1.0 - beta2)), &g);
+                let denom = s.v.sqrt() / bc2_sqrt + eps;
+                let _ = s.param.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
+            }
+        });
+    }
+
+    /// Moment estimates as named tensors (`m.<param>`, `v.<param>`) for a checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.slots.len());
+        for s in &self.slots {
+            out.push((format!("m.{}", s.name), s.m.shallow_clone()));
+            out.push((format!("v.{}", s.name), s.v.shallow_clone()));
+        }
+        out
+    }
+
+    /// Restores moments saved by [`Self::state_tensors`] and the step count.
+    pub fn load_state(&mut self, ckpt: &Checkpoint, step: i64) -> fintune_model::Result<()> {
+        for s in &mut self.slots {
+            ckpt.copy_into(&format!("m.{}", s.name), &mut s.m)?;
+            ckpt.copy_into(&format!("v.{}", s.name), &mut s.v)?;
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Linear warm-up from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinearSchedule {
+    /// Warm-up steps.
+    pub warmup: u64,
+    /// Total steps.
+    pub total: u64,
+}
+
+impl LinearSchedule {
+    /// A schedule with `ceil(warmup_fraction * total)` warm-up steps.
+    pub fn new(total: u64, warmup_fraction: f64) -> Self {
+        LinearSchedule {
+            warmup: (warmup_fraction * total as f64).ceil() as u64,
+            total: total.max(1),
+        }
+    }
+
+    /// The factor for the update taken at 0-based `step`: transformers'
+    /// `get_linear_schedule_with_warmup` shifted by one during warm-up, so the first update
+    /// uses `1 / warmup` instead of a wasted zero.
+    pub fn factor(&self, step: u64) -> f64 {
+        if step < self.warmup {
+            (step + 1) as f64 / self.warmup as f64
+        } else {
+            let rest = self.total.saturating_sub(self.warmup).max(1) as f64;
+            (self.total.saturating_sub(step) as f64 / rest).clamp(0.0, 1.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

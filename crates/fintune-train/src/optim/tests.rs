@@ -1,0 +1,145 @@
+use std::path::PathBuf;
+
+use fintune_model::weights::{self, Checkpoint};
+use fintune_model::{Param, Part};
+use tch::{Kind, Tensor};
+
+use super::*;
+
+fn goldens(name: &str) -> Checkpoint {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/goldens").join(name);
+    Checkpoint::open_files(&[p]).unwrap()
+}
+
+fn cfg(lr_w: f64, lr_b: f64) -> AdamWConfig {
+    AdamWConfig {
+        backbone: GroupRates { lr: lr_w, weight_decay: 0.1 },
+        adapter: GroupRates { lr: 0.0, weight_decay: 0.0 },
+        head: GroupRates { lr: lr_b, weight_decay: 0.0 },
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn adamw_matches_torch_optim_adamw() {
+    let g = goldens("adamw.safetensors");
+    let w = g.tensor("init.w").unwrap().set_requires_grad(true);
+    let b = g.tensor("init.b").unwrap().set_requires_grad(true);
+    let params = vec![
+        Param {
+            name: "backbone.w".into(),
+            tensor: w.shallow_clone(),
+            part: Part::Backbone,
+            decay: true,
+        },
+        Param { name: "heads.b".into(), tensor: b.shallow_clone(), part: Part::Head, decay: false },
+    ];
+    let mut opt = AdamW::new(params, cfg(0.01, 0.05));
+    for i in 0..3 {
+        opt.zero_grad();
+        let loss = (&w * g.tensor(&format!("grad{i}.w")).unwrap()).sum(Kind::Float)
+            + (&b * g.tensor(&format!("grad{i}.b")).unwrap()).sum(Kind::Float);
+        loss.backward();
+        opt.step(1.0);
+    }
+    assert!(max_abs(&w, &g.tensor("final.w").unwrap()) < 1e-6);
+    assert!(max_abs(&b, &g.tensor("final.b").unwrap()) < 1e-6);
+    let state = opt.state_tensors();
+    let m = &state.iter().find(|(n, _)| n == "m.backbone.w").unwrap().1;
+    assert!(max_abs(m, &g.tensor("final.m.w").unwrap()) < 1e-7);
+}
+
+#[test]
+fn restored_state_continues_identically() {
+    let make = || {
+        tch::manual_seed(5);
+        let w = Tensor::randn([5, 3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let opt = AdamW::new(
+            vec![Param {
+                name: "backbone.w".into(),
+                tensor: w.shallow_clone(),
+                part: Part::Backbone,
+                decay: true,
+            }],
+            cfg(0.01, 0.0),
+        );
+        (w, opt)
+    };
+    let grad =
+        |i: i64| Tensor::arange(15, (Kind::Float, tch::Device::Cpu)).view([5, 3]).sin() * (i + 1);
+    let run = |w: &Tensor, opt: &mut AdamW, from: i64, to: i64| {
+        for i in from..to {
+            opt.zero_grad();
+            (w * grad(i)).sum(Kind::Float).backward();
+            opt.step(0.5);
+        }
+    };
+    let (w1, mut o1) = make();
+    run(&w1, &mut o1, 0, 6);
+
+    let (w2, mut o2) = make();
+    run(&w2, &mut o2, 0, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opt.safetensors");
+    let mut tensors = o2.state_tensors();
+    tensors.push(("param".into(), w2.detach()));
+    weights::save(&path, &tensors, None).unwrap();
+    let (w3, mut o3) = make();
+    let ck = Checkpoint::open_files(&[path]).unwrap();
+    tch::no_grad(|| w3.shallow_clone().copy_(&ck.tensor("param").unwrap()));
+    o3.load_state(&ck, o2.steps()).unwrap();
+    run(&w3, &mut o3, 3, 6);
+    assert!(w1.equal(&w3), "resumed optimisation differs");
+}
+
+#[test]
+fn clipping_bounds_the_global_norm() {
+    let a = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let b = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let mut opt = AdamW::new(
+        vec![
+            Param {
+                name: "backbone.a".into(),
+                tensor: a.shallow_clone(),
+                part: Part::Backbone,
+                decay: true,
+            },
+            Param {
+                name: "heads.b".into(),
+                tensor: b.shallow_clone(),
+                part: Part::Head,
+                decay: true,
+            },
+        ],
+        cfg(0.1, 0.1),
+    );
+    ((&a * Tensor::from_slice(&[3.0f32, 0.0])).sum(Kind::Float) + (&b * 4.0).sum(Kind::Float))
+        .backward();
+    let norm = opt.clip_grad_norm(1.0);
+    assert!((norm - 5.0).abs() < 1e-6);
+    let after = (a.grad().square().sum(Kind::Float) + b.grad().square().sum(Kind::Float))
+        .sqrt()
+        .double_value(&[]);
+    assert!((after - 1.0).abs() < 1e-5, "{after}");
+    // Below the bound nothing changes.
+    assert!((opt.clip_grad_norm(10.0) - after).abs() < 1e-6);
+}
+
+#[test]
+fn linear_schedule_warms_up_then_decays_to_zero() {
+    let s = LinearSchedule::new(100, 0.06);
+    assert_eq!(s.warmup, 6);
+    assert!((s.factor(0) - 1.0 / 6.0).abs() < 1e-12);
+    assert_eq!(s.factor(5), 1.0);
+    assert_eq!(s.factor(6), 1.0);
+    assert!((s.factor(53) - 0.5).abs() < 1e-12);
+    assert_eq!(s.factor(100), 0.0);
+    let f: Vec<f64> = (6..100).map(|i| s.factor(i)).collect();
+    assert!(f.windows(2).all(|w| w[1] < w[0]));
+}
