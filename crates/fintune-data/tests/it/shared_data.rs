@@ -63,7 +63,22 @@ fn every_shared_file_loads_and_matches_stats_json() {
         } else {
             assert_eq!(with_target, data.len(), "{file}");
         }
-        println!("{file}:\n{summary}");
+        // Warnings: computed independently from the raw JSON.
+        let mut scores_by_key: std::collections::HashMap<(String, Option<String>), Vec<u32>> =
+            std::collections::HashMap::new();
+        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key =
+                (v["text"].as_str().unwrap().to_string(), v["target"].as_str().map(str::to_string));
+            let bits = (v["score"].as_f64().unwrap() as f32).to_bits();
+            let seen = scores_by_key.entry(key).or_default();
+            if !seen.contains(&bits) {
+                seen.push(bits);
+            }
+        }
+        let conflicts = scores_by_key.values().filter(|s| s.len() > 1).count();
+        assert_eq!(data.warnings().len(), conflicts, "{file}");
+        println!("{file}: {conflicts} warnings\n{summary}");
     }
 }
 
