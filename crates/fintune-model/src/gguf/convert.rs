@@ -200,15 +200,19 @@ struct Plan {
 }
 
 fn plan(hp: &Hparams, vocab: usize, has_output: bool) -> Vec<Plan> {
-    let (h, q, kv, ff) =
-        (hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff);
+    let (h, q, kv, ff) = (hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff);
     let p = |g: String, f: String, shape: Vec<usize>, unpermute: Option<usize>| Plan {
         gguf: g,
         hf: f,
         shape,
         unpermute,
     };
-    let mut out = vec![p("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![vocab, h], None)];
+    let mut out = vec![p(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        vec![vocab, h],
+        None,
+    )];
     for i in 0..hp.n_layer {
         let g = |s: &str| format!("blk.{i}.{s}.weight");
         let f = |s: &str| format!("model.layers.{i}.{s}.weight");
@@ -292,9 +296,8 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<ConvertReport> {
     };
     if let Some(v) = file.opt_u32(&format!("{arch}.vocab_size"))? {
         if v as usize != vocab {
-            return Err(file.err(format!(
-                "{arch}.vocab_size is {v} but token_embd.weight has {vocab} rows"
-            )));
+            return Err(file
+                .err(format!("{arch}.vocab_size is {v} but token_embd.weight has {vocab} rows")));
         }
     }
     if tokens.len() > vocab {
@@ -315,10 +318,8 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<ConvertReport> {
             } else {
                 ""
             };
-            return Err(file.err(format!(
-                "tensor `{}` has no Hugging Face Llama counterpart{hint}",
-                t.name
-            )));
+            return Err(file
+                .err(format!("tensor `{}` has no Hugging Face Llama counterpart{hint}", t.name)));
         }
     }
     let mut tensors = Vec::with_capacity(plans.len());
@@ -416,8 +417,9 @@ pub fn convert(gguf_path: &Path, out_dir: &Path) -> Result<ConvertReport> {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = write_all(&tmp, &tensors, gguf_path, &tokenizer, &config, &generation, &tok_config)
-        .and_then(|()| install(&tmp, out_dir, &parent, &name));
+    let written =
+        write_all(&tmp, &tensors, gguf_path, &tokenizer, &config, &generation, &tok_config)
+            .and_then(|()| install(&tmp, out_dir, &parent, &name));
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -468,9 +470,7 @@ fn write_all(
     write_json(&dir.join("generation_config.json"), generation)?;
     write_json(&dir.join("tokenizer_config.json"), tok_config)?;
     let tj = dir.join("tokenizer.json");
-    tokenizer
-        .save(&tj, true)
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", tj.display())))?;
+    tokenizer.save(&tj, true).map_err(|e| Error::Tokenizer(format!("{}: {e}", tj.display())))?;
     Ok(())
 }
 

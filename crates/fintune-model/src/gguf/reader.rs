@@ -609,10 +609,9 @@ impl<'a> Cursor<'a> {
 
     fn array_value(&mut self, what: &dyn Fn() -> String, depth: usize) -> Result<Array> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(self.err(format!(
-                "{}: arrays nested more than {MAX_ARRAY_DEPTH} deep",
-                what()
-            )));
+            return Err(
+                self.err(format!("{}: arrays nested more than {MAX_ARRAY_DEPTH} deep", what()))
+            );
         }
         let at = self.pos;
         let tag = self.u32(&|| format!("the element type of {}", what()))?;
@@ -734,9 +733,7 @@ fn parse(path: PathBuf, bytes: Storage) -> Result<GgufFile> {
         Some(v) => match v.as_int().and_then(|a| u64::try_from(a).ok()) {
             Some(a) if a.is_power_of_two() => a,
             _ => {
-                return Err(c.err(format!(
-                    "general.alignment is {v:?}; it must be a power of two"
-                )))
+                return Err(c.err(format!("general.alignment is {v:?}; it must be a power of two")))
             }
         },
     };
@@ -758,7 +755,9 @@ fn parse(path: PathBuf, bytes: Storage) -> Result<GgufFile> {
         let at = c.pos;
         let type_id = c.u32(&|| format!("the type of tensor `{name}`"))?;
         let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
-            c.err(format!("tensor `{name}` (info at offset {at}) has unknown ggml type id {type_id}"))
+            c.err(format!(
+                "tensor `{name}` (info at offset {at}) has unknown ggml type id {type_id}"
+            ))
         })?;
         let offset = c.u64(&|| format!("the data offset of tensor `{name}`"))?;
         let n_elements = ne
@@ -803,7 +802,7 @@ fn parse(path: PathBuf, bytes: Storage) -> Result<GgufFile> {
             }
         }
     }
-    drop(c);
+
     Ok(GgufFile {
         path,
         bytes,

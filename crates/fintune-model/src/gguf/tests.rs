@@ -180,7 +180,12 @@ fn sample() -> Writer {
         .kv("t.ints", kv_i32_array(&[-1, 0, 7]))
         .kv("t.nested", Kv(9, nested))
         .f32_tensor("w", &[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-        .tensor("h", &[4], 1, [0.5f32, -2.0, 1024.0, 1e-3].iter().flat_map(|&x| f16_bytes(x)).collect())
+        .tensor(
+            "h",
+            &[4],
+            1,
+            [0.5f32, -2.0, 1024.0, 1e-3].iter().flat_map(|&x| f16_bytes(x)).collect(),
+        )
         .tensor("q", &[32, 1], 8, q8_0_block(0.25, &q))
 }
 
@@ -289,7 +294,9 @@ fn every_truncation_is_an_error_not_a_panic() {
         let r = GgufFile::from_bytes(bytes[..n].to_vec(), "test.gguf");
         let reason = err_of(r);
         assert!(
-            reason.contains("truncated") || reason.contains("too short") || reason.contains("more than the"),
+            reason.contains("truncated")
+                || reason.contains("too short")
+                || reason.contains("more than the"),
             "cut at {n}: {reason}"
         );
     }
@@ -370,7 +377,9 @@ fn malformed_values_and_tensors_are_named() {
     assert!(e.contains("metadata `b`") && e.contains("unknown value type 13"), "{e}");
     let e = err_of(base().kv("b", kv_bool(false)).kv("c", Kv(7, vec![2])).parse());
     assert!(e.contains("metadata `c`") && e.contains("bool byte is 2"), "{e}");
-    let e = err_of(base().kv("b", Kv(8, [2u64.to_le_bytes().to_vec(), vec![0xff, 0xfe]].concat())).parse());
+    let e = err_of(
+        base().kv("b", Kv(8, [2u64.to_le_bytes().to_vec(), vec![0xff, 0xfe]].concat())).parse(),
+    );
     assert!(e.contains("metadata `b`") && e.contains("not valid UTF-8"), "{e}");
     let e = err_of(base().kv("a", kv_u32(2)).parse());
     assert!(e.contains("`a` appears twice"), "{e}");
@@ -481,7 +490,8 @@ fn plain_types_by_hand() {
     assert_eq!(out[..2], [1.0, -2.5]);
     assert_eq!(out[2], 3.140_625);
     assert_eq!((out[3], out[4].to_bits()), (0.0, 0x8000_0000));
-    let f32s: Vec<u8> = [1.5f32, -0.0, f32::MAX, 1e-30, 7.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let f32s: Vec<u8> =
+        [1.5f32, -0.0, f32::MAX, 1e-30, 7.0].iter().flat_map(|x| x.to_le_bytes()).collect();
     dequantize(GgmlType::F32, &f32s, &mut out).unwrap();
     assert_eq!(out, [1.5, -0.0, f32::MAX, 1e-30, 7.0]);
 }
@@ -518,7 +528,10 @@ fn unsupported_types_and_bad_lengths_are_errors() {
 
     let f = Writer::new().tensor("blk.0.ffn_up.weight", &[32], 6, vec![0; 22]).parse().unwrap();
     let e = f.tensor_f32("blk.0.ffn_up.weight").unwrap_err().to_string();
-    assert!(e.contains("test.gguf") && e.contains("blk.0.ffn_up.weight") && e.contains("Q5_0"), "{e}");
+    assert!(
+        e.contains("test.gguf") && e.contains("blk.0.ffn_up.weight") && e.contains("Q5_0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -630,7 +643,8 @@ fn tokenizer_follows_llama_cpp_pre_tokenizer_rules() {
 
 #[test]
 fn tokenizer_adds_bos_when_the_file_asks() {
-    let w = with_tokenizer(Writer::new(), "smollm").kv("tokenizer.ggml.add_bos_token", kv_bool(true));
+    let w =
+        with_tokenizer(Writer::new(), "smollm").kv("tokenizer.ggml.add_bos_token", kv_bool(true));
     let tok = tokenizer_from_gguf(&w.parse().unwrap()).unwrap();
     let t = tok.token_to_id("t").unwrap();
     assert_eq!(tok.encode("the", true).unwrap().get_ids()[..2], [1, t]);
@@ -642,7 +656,10 @@ fn tokenizer_errors_name_the_problem() {
     let e = tokenizer_from_gguf(&with_tokenizer(Writer::new(), "qwen2").parse().unwrap())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("tokenizer.ggml.pre `qwen2` is not supported") && e.contains("smollm"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.pre `qwen2` is not supported") && e.contains("smollm"),
+        "{e}"
+    );
     let w = Writer::new().kv("tokenizer.ggml.model", kv_str("llama"));
     let e = tokenizer_from_gguf(&w.parse().unwrap()).unwrap_err().to_string();
     assert!(e.contains("`llama`") && e.contains("gpt2"), "{e}");
@@ -810,7 +827,10 @@ fn converts_a_tiny_llama_into_a_loadable_folder() {
     assert_eq!(config["rms_norm_eps"], 1e-5);
     assert_eq!(config["rope_theta"], 100_000.0);
     assert_eq!(config["tie_word_embeddings"], true);
-    assert_eq!((config["bos_token_id"].clone(), config["eos_token_id"].clone()), (1.into(), 2.into()));
+    assert_eq!(
+        (config["bos_token_id"].clone(), config["eos_token_id"].clone()),
+        (1.into(), 2.into())
+    );
     let tc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
             .unwrap();
@@ -871,7 +891,10 @@ fn conversion_errors_name_the_problem() {
 
     let (w, _) = tiny_llama(false);
     let e = run(w.f32_tensor("rope_freqs.weight", &[2], &[1.0, 1.0]));
-    assert!(e.contains("rope_freqs.weight") && e.contains("no Hugging Face Llama counterpart"), "{e}");
+    assert!(
+        e.contains("rope_freqs.weight") && e.contains("no Hugging Face Llama counterpart"),
+        "{e}"
+    );
 
     let (mut w, _) = tiny_llama(false);
     w.kvs.retain(|(k, _)| k != "llama.attention.head_count");

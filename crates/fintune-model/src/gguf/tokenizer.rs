@@ -116,10 +116,9 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
     let token = |key: &str| -> Result<Option<(String, u32)>> {
         match file.opt_u32(key)? {
             None => Ok(None),
-            Some(id) => tokens
-                .get(id as usize)
-                .map(|t| Some((t.clone(), id)))
-                .ok_or_else(|| file.err(format!("{key} is {id}, beyond the {}-token vocabulary", tokens.len()))),
+            Some(id) => tokens.get(id as usize).map(|t| Some((t.clone(), id))).ok_or_else(|| {
+                file.err(format!("{key} is {id}, beyond the {}-token vocabulary", tokens.len()))
+            }),
         }
     };
     let bos = token("tokenizer.ggml.bos_token_id")?;
