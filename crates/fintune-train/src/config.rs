@@ -312,7 +312,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&o.warmup) {
             return Err(format!("optim.warmup must be in [0, 1), got {}", o.warmup));
         }
-        if !(o.clip > 0.0) {
+        if o.clip.is_nan() || o.clip <= 0.0 {
             return Err(format!("optim.clip must be > 0, got {}", o.clip));
         }
         if self.model.max_len < 2 {
@@ -320,7 +320,10 @@ impl TrainConfig {
         }
         self.model.tuning()?;
         fintune_model::device_from_str(&o.device).map_err(|e| e.to_string())?;
-        if !(self.task.rarity_bandwidth > 0.0) || !(self.task.bmse_sigma > 0.0) {
+        if [self.task.rarity_bandwidth, self.task.bmse_sigma]
+            .iter()
+            .any(|v| v.is_nan() || *v <= 0.0)
+        {
             return Err("task.rarity_bandwidth and task.bmse_sigma must be > 0".into());
         }
         Ok(())

@@ -71,7 +71,9 @@ mod tests {
     fn golden() -> serde_json::Value {
         let p =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/goldens/metrics.json");
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()["paired"].clone()
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap()).unwrap()
+            ["paired"]
+            .clone()
     }
 
     fn v(x: &serde_json::Value) -> Vec<f64> {

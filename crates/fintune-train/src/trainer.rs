@@ -336,7 +336,7 @@ impl MultiTaskStep<'_> {
                             let n = p.numel() as i64;
                             let mut g = p.grad();
                             if g.defined() {
-                                let _ = g.copy_(
+                                g.copy_(
                                     &flat_g
                                         .narrow(0, off, n)
                                         .view(p.size().as_slice())

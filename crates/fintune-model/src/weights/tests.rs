@@ -18,7 +18,7 @@ fn save_then_open_round_trips_bit_exact() {
     let path = dir.path().join("w.safetensors");
     let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     save(&path, &tensors(), Some(meta)).unwrap();
-    let ck = Checkpoint::open_files(&[path.clone()]).unwrap();
+    let ck = Checkpoint::open_files(std::slice::from_ref(&path)).unwrap();
     assert_eq!(ck.names().collect::<Vec<_>>(), ["a.bias", "a.weight", "ids"]);
     for (name, t) in tensors() {
         let back = ck.tensor(&name).unwrap();
@@ -37,7 +37,7 @@ fn copy_into_checks_shape_and_converts_kind() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
     save(&path, &tensors(), None).unwrap();
-    let ck = Checkpoint::open_files(&[path.clone()]).unwrap();
+    let ck = Checkpoint::open_files(std::slice::from_ref(&path)).unwrap();
     let mut dst = Tensor::zeros([3, 4], (Kind::Double, Device::Cpu));
     ck.copy_into("a.weight", &mut dst).unwrap();
     assert_eq!(dst.kind(), Kind::Double);
@@ -60,7 +60,7 @@ fn truncated_and_garbage_files_are_errors_not_crashes() {
     for cut in [0, 5, 8, 20, bytes.len() / 2, bytes.len() - 1] {
         let p = dir.path().join(format!("cut{cut}.safetensors"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
-        let err = Checkpoint::open_files(&[p.clone()]).unwrap_err();
+        let err = Checkpoint::open_files(std::slice::from_ref(&p)).unwrap_err();
         assert!(matches!(err, Error::Safetensors { .. }), "cut at {cut}: {err}");
         assert!(err.to_string().contains(&format!("cut{cut}.safetensors")), "{err}");
     }

@@ -171,7 +171,7 @@ fn overfits_a_tiny_batch() {
     }
     let mut opt = tch::nn::Adam::default().build(&vs_params, 1e-3).unwrap();
     let mut last = f64::MAX;
-    for _ in 0..40 {
+    for _ in 0..60 {
         let out = model.forward_t(&batch, true);
         let loss = out.score.mse_loss(&y, tch::Reduction::Mean);
         opt.backward_step(&loss);

@@ -1,0 +1,237 @@
+//! The `fintune` command line: each subcommand's happy path and its bad-input errors.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+use crate::{fixture_subset, minilm, root, shared_data};
+
+fn fintune() -> Command {
+    let mut c = Command::cargo_bin("fintune").unwrap();
+    c.current_dir(root());
+    c
+}
+
+#[test]
+fn data_check_prints_a_summary() {
+    fintune()
+        .args(["data", "check", "fixtures/train.jsonl"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rows: 256"));
+}
+
+#[test]
+fn data_check_names_bad_lines_and_skip_invalid_reports_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (1..=10)
+        .map(|i| format!(r#"{{"id": "r{i}", "text": "row {i}", "score": 0.{i}}}"#))
+        .collect();
+    lines[6] = r#"{"id": "r7", "text": "row 7", "score": NaN}"#.into();
+    lines[8] = r#"{"id": "r9", "text": "   ", "score": 0.5}"#.into();
+    let p = dir.path().join("bad.jsonl");
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    let out =
+        fintune().args(["data", "check"]).arg(&p).assert().failure().get_output().stdout.clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("bad.jsonl:7"), "{out}");
+    assert!(out.contains("bad.jsonl:9"), "{out}");
+    fintune().args(["data", "check", "--skip-invalid"]).arg(&p).assert().success().stdout(
+        predicate::str::contains("rows: 8").and(predicate::str::contains("2 invalid rows skipped")),
+    );
+}
+
+#[test]
+fn data_convert_round_trips_through_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("t.parquet");
+    let back = dir.path().join("back.jsonl");
+    fintune().args(["data", "convert", "fixtures/test.jsonl"]).arg(&pq).assert().success();
+    fintune().args(["data", "convert"]).arg(&pq).arg(&back).assert().success();
+    let a = fintune_data::read_dataset(&[root().join("fixtures/test.jsonl")], &Default::default())
+        .unwrap();
+    let b = fintune_data::read_dataset(&[&back], &Default::default()).unwrap();
+    assert_eq!(a.ids(), b.ids());
+    assert_eq!(a.texts(), b.texts());
+    assert_eq!(a.scores(), b.scores());
+    assert_eq!(a.targets(), b.targets());
+}
+
+#[test]
+fn stratify_prints_das_beside_the_baselines() {
+    fintune().args(["stratify", "fixtures/train.jsonl"]).assert().success().stdout(
+        predicate::str::contains("das")
+            .and(predicate::str::contains("quantile"))
+            .and(predicate::str::contains("uniform")),
+    );
+    let out = fintune()
+        .args(["stratify", "fixtures/train.jsonl", "--classes", "4", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["das"]["thresholds"].as_array().unwrap().len(), 3);
+    assert_eq!(v["quantile"]["thresholds"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    fintune()
+        .args(["data", "check", "no/such/file.jsonl"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no/such/file.jsonl"));
+    fintune()
+        .args(["data", "check", "fixtures/train.jsonl", "--text-col", "sentence"])
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("sentence"));
+    fintune()
+        .args(["train", "--data", "fixtures/train.jsonl", "--weighting", "magic"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("magic"));
+    fintune()
+        .args(["train", "--data", "fixtures/train.jsonl", "--weighting", "static:0.7,-1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("static"));
+    fintune().args(["train"]).assert().failure().stderr(predicate::str::contains("--data"));
+    fintune()
+        .args(["train", "--data", "fixtures/train.jsonl", "--tuning", "half"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("half"));
+    fintune()
+        .args(["eval", "--model", "no/such/run/model", "--data", "fixtures/test.jsonl"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no/such/run/model"));
+}
+
+#[test]
+fn train_then_predict_eval_and_encode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_subset(dir.path(), "train.jsonl", 40);
+    let run = dir.path().join("run");
+    fintune()
+        .args([
+            "train",
+            "--quiet",
+            "--epochs",
+            "1",
+            "--max-len",
+            "24",
+            "--batch-size",
+            "8",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .arg("--backbone")
+        .arg(minilm())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("run folder"));
+    let model = run.join("model");
+
+    // Predict on unlabelled input (no score column), JSONL out.
+    let input = dir.path().join("new.jsonl");
+    std::fs::write(&input, "{\"id\": \"a\", \"text\": \"Profits collapse at the bank\"}\n{\"id\": \"b\", \"text\": \"Record sales lift shares\"}\n").unwrap();
+    let out = dir.path().join("pred.jsonl");
+    fintune()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .assert()
+        .success();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], "a");
+    let probs: Vec<f64> =
+        rows[0]["class_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(rows[0]["score"].as_f64().unwrap().abs() <= 1.0);
+    // Standard input and output.
+    let stdout = fintune()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .args(["--input", "-"])
+        .write_stdin("{\"text\": \"Guidance cut again\"}\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8(stdout).unwrap().trim()).unwrap();
+    assert!(row["score"].is_number());
+    // Parquet output.
+    let pq = dir.path().join("pred.parquet");
+    fintune()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&pq)
+        .assert()
+        .success();
+    assert!(pq.exists());
+
+    // Eval on labelled data.
+    let out = fintune()
+        .args(["eval", "--json", "--model"])
+        .arg(&model)
+        .args(["--data", "fixtures/test.jsonl"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let m: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(m["n"], 64);
+    assert!(m["mse"].as_f64().unwrap() >= 0.0);
+    // Eval needs scores.
+    fintune().args(["eval", "--model"]).arg(&model).arg("--data").arg(&input).assert().failure();
+
+    // Encode: one embedding per row.
+    let emb = dir.path().join("emb.jsonl");
+    fintune()
+        .args(["encode", "--backbone"])
+        .arg(minilm())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&emb)
+        .assert()
+        .success();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&emb)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["id"], "b");
+    assert_eq!(rows[1]["embedding"].as_array().unwrap().len(), 384);
+}
+
+#[test]
+fn shared_fiqa_file_checks_with_608_rows() {
+    let Some(data) = shared_data() else { return };
+    fintune()
+        .args(["data", "check"])
+        .arg(data.join("fiqa2018_task1/train.jsonl"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rows: 608"));
+}
