@@ -10,6 +10,7 @@
 //! Architecture Invariant: xtask depends on no workspace crate and never on tch, so it builds
 //! before libtorch exists.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -85,6 +86,7 @@ fn try_main() -> Result<()> {
             argv.extend(rest);
             fintune(&argv)?;
         }
+        "bench-model" => bench::model(&rest)?,
         "help" | "--help" | "-h" => print!("{HELP}"),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }

@@ -31,15 +31,39 @@ pub struct BackboneInfo {
     pub padding_side: PaddingSide,
 }
 
-/// A transformer that maps a token batch to hidden states `[batch, seq, hidden]`.
+/// Per-batch tensors every layer needs (attention masks, rotary tables), built by
+/// [`Backbone::embed_t`] without autograd.
+#[derive(Debug)]
+pub struct LayerContext {
+    /// The family's tensors, in its own order.
+    pub tensors: Vec<Tensor>,
+}
+
+/// A transformer that maps a token batch to hidden states `[batch, seq, hidden]`, layer by
+/// layer: `finish(layer_t(L-1, ... layer_t(0, embed_t(batch))))`. The layer-wise form is what
+/// gradient checkpointing recomputes.
 ///
 /// Implementations hold their weights in the [`VarStore`] they were built on, under names
 /// equal to the checkpoint keys (without the `bert.`/`roberta.`/`model.` prefix).
 pub trait Backbone: std::fmt::Debug + Send {
     /// Static facts about the model.
     fn info(&self) -> &BackboneInfo;
+    /// Token embeddings `[B, L, H]` (the input of layer 0) and the per-batch context.
+    fn embed_t(&self, batch: &Batch, train: bool) -> (Tensor, LayerContext);
+    /// Transformer layer `i`.
+    fn layer_t(&self, i: usize, x: &Tensor, ctx: &LayerContext, train: bool) -> Tensor;
+    /// After the last layer (a final norm for decoders; nothing for encoders).
+    fn finish(&self, x: &Tensor) -> Tensor {
+        x.shallow_clone()
+    }
     /// Last hidden states. `train` enables dropout.
-    fn forward_t(&self, batch: &Batch, train: bool) -> Tensor;
+    fn forward_t(&self, batch: &Batch, train: bool) -> Tensor {
+        let (mut x, ctx) = self.embed_t(batch, train);
+        for i in 0..self.info().num_layers {
+            x = self.layer_t(i, &x, &ctx, train);
+        }
+        self.finish(&x)
+    }
     /// Folds LoRA adapters into the base weights (no-op without adapters).
     fn merge_lora(&mut self) {}
 }

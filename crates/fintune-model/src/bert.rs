@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use crate::backbone::{Backbone, BackboneInfo, Pooling};
+use crate::backbone::{Backbone, BackboneInfo, LayerContext, Pooling};
 use crate::layers::{Activation, Builder, Embedding, LayerNorm, Linear};
 use crate::tokenize::{Batch, PaddingSide};
 use crate::{Error, Result};
@@ -277,15 +277,16 @@ impl Backbone for BertModel {
         &self.info
     }
 
-    fn forward_t(&self, batch: &Batch, train: bool) -> Tensor {
-        let mut x = self.embeddings.forward_t(batch, train);
+    fn embed_t(&self, batch: &Batch, train: bool) -> (Tensor, LayerContext) {
+        let x = self.embeddings.forward_t(batch, train);
         // Additive mask as transformers builds it: 0 for tokens, the dtype's minimum for pads.
         let m = batch.attention_mask.to_kind(x.kind()).view([batch.len(), 1, 1, -1]);
         let mask: Tensor = (m.ones_like() - &m) * f64::from(f32::MIN);
-        for layer in &self.layers {
-            x = layer.forward_t(&x, &mask, train);
-        }
-        x
+        (x, LayerContext { tensors: vec![mask] })
+    }
+
+    fn layer_t(&self, i: usize, x: &Tensor, ctx: &LayerContext, train: bool) -> Tensor {
+        self.layers[i].forward_t(x, &ctx.tensors[0], train)
     }
 
     fn merge_lora(&mut self) {

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use crate::backbone::{Backbone, BackboneInfo, Pooling};
+use crate::backbone::{Backbone, BackboneInfo, LayerContext, Pooling};
 use crate::layers::{Activation, Builder, Embedding, Linear, RmsNorm};
 use crate::tokenize::{Batch, PaddingSide};
 use crate::weights::Checkpoint;
@@ -399,8 +399,8 @@ impl Backbone for LlamaModel {
         &self.info
     }
 
-    fn forward_t(&self, batch: &Batch, train: bool) -> Tensor {
-        let mut x = self.embed.forward(&batch.input_ids);
+    fn embed_t(&self, batch: &Batch, _train: bool) -> (Tensor, LayerContext) {
+        let x = self.embed.forward(&batch.input_ids);
         let kind = x.kind();
         let (b, l) = (batch.len(), batch.input_ids.size()[1]);
         let dev = x.device();
@@ -411,10 +411,16 @@ impl Backbone for LlamaModel {
         let allowed = causal.view([1, 1, l, l]).logical_and(&keys);
         let mask = Tensor::zeros([b, 1, l, l], (kind, dev))
             .masked_fill(&allowed.logical_not(), f64::from(f32::MIN));
-        for block in &self.blocks {
-            x = block.forward_t(&x, &cos, &sin, &mask, train);
-        }
-        self.norm.forward(&x)
+        (x, LayerContext { tensors: vec![cos, sin, mask] })
+    }
+
+    fn layer_t(&self, i: usize, x: &Tensor, ctx: &LayerContext, train: bool) -> Tensor {
+        let t = &ctx.tensors;
+        self.blocks[i].forward_t(x, &t[0], &t[1], &t[2], train)
+    }
+
+    fn finish(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x)
     }
 
     fn merge_lora(&mut self) {

@@ -107,6 +107,11 @@ pub struct ModelSpec {
     pub tuning: Tuning,
     /// Truncation length in tokens.
     pub max_len: usize,
+    /// Gradient checkpointing: keep only each layer's input during the forward pass and
+    /// recompute the layer during the backward pass ([`MultiTaskModel::backward_backbone`]);
+    /// less memory for about one more forward pass. Default: false.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for ModelSpec {
@@ -116,8 +121,22 @@ impl Default for ModelSpec {
             heads: HeadsConfig::default(),
             tuning: Tuning::Full,
             max_len: 128,
+            gradient_checkpointing: false,
         }
     }
+}
+
+/// What a checkpointed forward pass keeps for its backward pass.
+#[derive(Debug)]
+struct Saved {
+    batch: Batch,
+    ctx: crate::backbone::LayerContext,
+    /// Inputs of layers 0..L (detached).
+    inputs: Vec<Tensor>,
+    /// Output of the last layer as a leaf that tracks gradients (input of `finish`).
+    last: Tensor,
+    seed: i64,
+    train: bool,
 }
 
 /// Which part of the model a parameter belongs to (for learning rates).
@@ -192,6 +211,8 @@ pub struct MultiTaskModel {
     pooling: Pooling,
     spec: ModelSpec,
     base_dir: PathBuf,
+    /// The state a checkpointed forward pass leaves for `backward_backbone`.
+    saved: std::cell::RefCell<Option<Saved>>,
 }
 
 fn decays(name: &str) -> bool {
@@ -256,6 +277,7 @@ impl MultiTaskModel {
             pooling,
             spec: spec.clone(),
             base_dir,
+            saved: std::cell::RefCell::new(None),
         })
     }
 
@@ -296,18 +318,100 @@ impl MultiTaskModel {
 
     /// The shared part: backbone and pooling, `[B, H]`. With a frozen backbone it runs without
     /// autograd and returns a leaf that tracks gradients (when `train`), so the
-    /// representation probe still works.
+    /// representation probe still works. With gradient checkpointing (and `train`) the layers
+    /// run without autograd and keep only their inputs; call [`Self::backward_backbone`] to
+    /// backpropagate.
     pub fn forward_backbone(&self, batch: &Batch, train: bool) -> Tensor {
+        let net = &self.backbone.net;
         if matches!(self.spec.tuning, Tuning::Frozen) {
             let p = tch::no_grad(|| {
-                let h = self.backbone.net.forward_t(batch, train);
+                let h = net.forward_t(batch, train);
                 self.pooling.pool(&h, &batch.attention_mask)
             });
             p.detach().set_requires_grad(train)
+        } else if self.spec.gradient_checkpointing && train {
+            // Seeds for replaying each layer's dropout exactly in the backward pass.
+            let seed = Tensor::randint(i64::from(i32::MAX), [1], (Kind::Int64, Device::Cpu))
+                .int64_value(&[0]);
+            let (inputs, last, ctx) = tch::no_grad(|| {
+                tch::manual_seed(seed);
+                let (mut x, ctx) = net.embed_t(batch, train);
+                let mut inputs = Vec::with_capacity(net.info().num_layers);
+                for i in 0..net.info().num_layers {
+                    inputs.push(x.shallow_clone());
+                    tch::manual_seed(seed + 1 + i as i64);
+                    x = net.layer_t(i, &x, &ctx, train);
+                }
+                (inputs, x, ctx)
+            });
+            let last = last.detach().set_requires_grad(true);
+            let pooled = self.pooling.pool(&net.finish(&last), &batch.attention_mask);
+            let batch = Batch {
+                input_ids: batch.input_ids.shallow_clone(),
+                attention_mask: batch.attention_mask.shallow_clone(),
+                token_type_ids: batch.token_type_ids.shallow_clone(),
+            };
+            *self.saved.borrow_mut() = Some(Saved { batch, ctx, inputs, last, seed, train });
+            tch::manual_seed(seed ^ 0x5DEE_CE66);
+            pooled
         } else {
-            let h = self.backbone.net.forward_t(batch, train);
+            let h = net.forward_t(batch, train);
             self.pooling.pool(&h, &batch.attention_mask)
         }
+    }
+
+    /// Backpropagates `grad` (the gradient of the loss with respect to `pooled`, the output of
+    /// [`Self::forward_backbone`]) into the backbone's parameters. With gradient checkpointing
+    /// the layers are recomputed one at a time, from the last to the first, each with the
+    /// dropout masks of the forward pass.
+    pub fn backward_backbone(&self, pooled: &Tensor, grad: &Tensor) {
+        if matches!(self.spec.tuning, Tuning::Frozen) {
+            return;
+        }
+        (pooled * grad.detach()).sum(Kind::Float).backward();
+        let Some(saved) = self.saved.borrow_mut().take() else { return };
+        let net = &self.backbone.net;
+        let first_needed = self.first_trainable_layer();
+        let mut g = saved.last.grad();
+        for i in (0..net.info().num_layers).rev() {
+            if i < first_needed || !g.defined() {
+                break;
+            }
+            let x = saved.inputs[i].detach().set_requires_grad(true);
+            tch::manual_seed(saved.seed + 1 + i as i64);
+            let y = net.layer_t(i, &x, &saved.ctx, saved.train);
+            (y * g.detach()).sum(Kind::Float).backward();
+            g = x.grad();
+        }
+        if first_needed == 0 && g.defined() && self.embeddings_trainable() {
+            tch::manual_seed(saved.seed);
+            let (x0, _) = net.embed_t(&saved.batch, saved.train);
+            (x0 * g.detach()).sum(Kind::Float).backward();
+        }
+        tch::manual_seed(saved.seed ^ 0x5DEE_CE66);
+    }
+
+    /// The lowest layer with a trainable parameter (0 when the embeddings train too).
+    fn first_trainable_layer(&self) -> usize {
+        let info = self.info();
+        let trains = |prefix: &str| {
+            weights::named_variables(&self.backbone.base)
+                .into_iter()
+                .chain(weights::named_variables(&self.backbone.adapters))
+                .any(|(n, t)| n.starts_with(prefix) && t.requires_grad())
+        };
+        (0..info.num_layers)
+            .find(|i| trains(&format!("{}{i}.", info.layer_prefix)))
+            .unwrap_or(info.num_layers)
+    }
+
+    fn embeddings_trainable(&self) -> bool {
+        let info = self.info();
+        weights::named_variables(&self.backbone.base).into_iter().any(|(n, t)| {
+            t.requires_grad()
+                && !n.starts_with(&info.layer_prefix)
+                && !info.final_prefixes.iter().any(|f| n.starts_with(f.as_str()))
+        })
     }
 
     /// The task heads on a pooled representation: scores `[B]` and logits `[B, K]`.

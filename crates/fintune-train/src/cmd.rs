@@ -41,6 +41,51 @@ enum Command {
     /// Convert model files.
     #[command(subcommand)]
     Convert(ConvertCommand),
+    /// The experiment matrix: datasets x methods x seeds, then results.md/json.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Output folder (runs, splits, results).
+    #[arg(long, default_value = "runs/compare")]
+    out: PathBuf,
+    /// Folder with the shared data sets.
+    #[arg(long, default_value = "../shared/data")]
+    data_root: PathBuf,
+    /// Comma-separated: fiqa, semeval-headlines, semeval-microblogs (default: all three).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Vec<String>,
+    /// Comma-separated method ids (default: all; see results.md for the list).
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Number of seeds (1..=N).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// Regression weights of the static-weight grid.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+    grid: Vec<f64>,
+    /// A small matrix that runs in minutes: FiQA, 3 methods, 2 seeds, 3 epochs.
+    #[arg(long)]
+    quick: bool,
+    /// Base configuration for every run (TOML, as for train).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// full, frozen, top:N, lora:R.
+    #[arg(long)]
+    tuning: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 /// How input files are read (shared by the data-reading subcommands).
@@ -139,12 +184,30 @@ struct TrainArgs {
     /// libtorch threads (0: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Recompute layers in the backward pass (less memory).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Continue an interrupted run folder.
     #[arg(long, value_name = "RUN")]
     resume: Option<PathBuf>,
     /// Keep the valid rows of bad input and report the skipped ones.
     #[arg(long)]
     skip_invalid: bool,
+    /// Input format of the data files (default: from the extension).
+    #[arg(long)]
+    format: Option<Format>,
+    /// Column holding the text (default text).
+    #[arg(long)]
+    text_col: Option<String>,
+    /// Column holding the score (default score).
+    #[arg(long)]
+    score_col: Option<String>,
+    /// Column holding the id (default id).
+    #[arg(long)]
+    id_col: Option<String>,
+    /// Column holding the group (default group).
+    #[arg(long)]
+    group_col: Option<String>,
     /// Plain log lines instead of progress bars.
     #[arg(long)]
     quiet: bool,
@@ -201,9 +264,19 @@ impl TrainArgs {
         set!(c.task.imbalance, self.imbalance);
         set!(c.optim.device, self.device);
         set!(c.optim.threads, self.threads);
+        if self.gradient_checkpointing {
+            c.model.gradient_checkpointing = true;
+        }
         if self.skip_invalid {
             c.data.read.skip_invalid = true;
         }
+        if self.format.is_some() {
+            c.data.read.format = self.format;
+        }
+        set!(c.data.read.text_col, self.text_col);
+        set!(c.data.read.score_col, self.score_col);
+        set!(c.data.read.id_col, self.id_col);
+        set!(c.data.read.group_col, self.group_col);
         Ok(c)
     }
 
@@ -228,6 +301,12 @@ impl TrainArgs {
             || self.tuning.is_some()
             || self.imbalance.is_some()
             || self.skip_invalid
+            || self.gradient_checkpointing
+            || self.format.is_some()
+            || self.text_col.is_some()
+            || self.score_col.is_some()
+            || self.id_col.is_some()
+            || self.group_col.is_some()
     }
 }
 
@@ -354,6 +433,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Predict(a) => predict(&a),
         Command::Encode(a) => encode(&a),
         Command::Stratify(a) => stratify(&a),
+        Command::Compare(a) => compare(&a),
         Command::Data(DataCommand::Check { paths, unlabelled, read }) => {
             data_check(&paths, unlabelled, &read)
         }
@@ -759,4 +839,85 @@ fn data_check(paths: &[PathBuf], unlabelled: bool, read: &ReadArgs) -> Result<Ex
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn compare(a: &CompareArgs) -> Result<ExitCode> {
+    use fintune_train::compare::{self, CompareConfig};
+    let mut base = match &a.config {
+        Some(p) => TrainConfig::from_toml_file(p).map_err(anyhow::Error::msg)?,
+        None => TrainConfig::default(),
+    };
+    let mut datasets = compare::known_datasets();
+    let mut methods = compare::all_methods(&a.grid);
+    let mut seeds: Vec<u64> = (1..=a.seeds).collect();
+    if a.quick {
+        datasets.retain(|d| d.name == "fiqa");
+        methods.retain(|m| ["single", "mtl-das", "mtl-das-dwa"].contains(&m.id.as_str()));
+        seeds = vec![1, 2];
+        base.optim.epochs = 3;
+        base.model.max_len = 64;
+    }
+    if !a.datasets.is_empty() {
+        let known: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
+        for d in &a.datasets {
+            if !known.contains(d) {
+                bail!("unknown dataset `{d}` (known: {})", known.join(", "));
+            }
+        }
+        datasets.retain(|d| a.datasets.contains(&d.name));
+    }
+    if !a.methods.is_empty() && a.methods != ["all"] {
+        let known: Vec<String> = methods.iter().map(|m| m.id.clone()).collect();
+        for m in &a.methods {
+            if !known.contains(m) {
+                bail!("unknown method `{m}` (known: {})", known.join(", "));
+            }
+        }
+        methods.retain(|m| a.methods.contains(&m.id));
+    }
+    if let Some(b) = &a.backbone {
+        base.model.backbone = b.clone();
+    }
+    if let Some(t) = &a.tuning {
+        base.model.tuning = t.clone();
+    }
+    if let Some(e) = a.epochs {
+        base.optim.epochs = e;
+    }
+    if let Some(b) = a.batch_size {
+        base.optim.batch_size = b;
+    }
+    if let Some(lr) = a.lr {
+        base.optim.lr = lr;
+    }
+    if let Some(l) = a.max_len {
+        base.model.max_len = l;
+    }
+    if let Some(d) = &a.device {
+        base.optim.device = d.clone();
+    }
+    if !a.data_root.is_dir() {
+        bail!(
+            "{} is not a folder: pass --data-root with the shared data sets",
+            a.data_root.display()
+        );
+    }
+    let cfg = CompareConfig {
+        out: a.out.clone(),
+        data_root: a.data_root.clone(),
+        datasets,
+        methods,
+        seeds,
+        base,
+    };
+    let t0 = std::time::Instant::now();
+    let r = compare::run(&cfg, &mut |line| eprintln!("{line}"))?;
+    eprintln!(
+        "compare: {} runs ({} failed) in {:.1} min; results in {}",
+        r.runs.len(),
+        r.failures.len(),
+        t0.elapsed().as_secs_f64() / 60.0,
+        a.out.join("results.md").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -129,6 +129,9 @@ pub struct ModelConfig {
     pub max_len: usize,
     /// Heads (dropout 0.1, linear regression head bounded to [-1, 1] by a scaled tanh).
     pub heads: HeadsConfig,
+    /// Recompute each layer in the backward pass instead of keeping its activations (less
+    /// memory, about one more forward pass; needs the representation probe). Default false.
+    pub gradient_checkpointing: bool,
 }
 
 /// Default backbone folder.
@@ -148,6 +151,7 @@ impl Default for ModelConfig {
             pooling: None,
             max_len: 128,
             heads: HeadsConfig::default(),
+            gradient_checkpointing: false,
         }
     }
 }
@@ -319,6 +323,12 @@ impl TrainConfig {
             return Err(format!("model.max_len must be >= 2, got {}", self.model.max_len));
         }
         self.model.tuning()?;
+        if self.model.gradient_checkpointing
+            && self.task.probe != Probe::Representation
+            && self.task.strata != Strata::None
+        {
+            return Err("model.gradient_checkpointing needs task.probe = \"representation\"".into());
+        }
         fintune_model::device_from_str(&o.device).map_err(|e| e.to_string())?;
         if [self.task.rarity_bandwidth, self.task.bmse_sigma]
             .iter()

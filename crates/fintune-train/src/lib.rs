@@ -29,6 +29,7 @@
 //! the binary `fintune` is a thin layer over this library.
 
 pub mod batching;
+pub mod compare;
 pub mod config;
 mod error;
 pub mod metrics;

@@ -219,3 +219,66 @@ pub fn bars(
     root.present().map_err(&e)?;
     Ok(())
 }
+
+/// Mean ± std per label, one panel per series (labels on the vertical axis).
+pub fn error_bars(
+    path: &Path,
+    title: &str,
+    labels: &[String],
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> PlotResult {
+    ensure_font()?;
+    let e = err(path);
+    let n = labels.len();
+    let height = (120 + 28 * n as u32).max(300);
+    let root = BitMapBackend::new(path, (1100, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(&e)?;
+    let panels = root.split_evenly((1, series.len().max(1)));
+    for (k, ((name, vals), area)) in series.iter().zip(panels.iter()).enumerate() {
+        let finite: Vec<(f64, f64)> = vals.iter().copied().filter(|(m, _)| m.is_finite()).collect();
+        let lo = finite.iter().map(|(m, s)| m - s).fold(f64::MAX, f64::min).min(f64::MAX);
+        let hi = finite.iter().map(|(m, s)| m + s).fold(f64::MIN, f64::max);
+        if finite.is_empty() {
+            continue;
+        }
+        let pad = ((hi - lo) * 0.08).max(1e-4);
+        let mut chart = ChartBuilder::on(area)
+            .caption(*name, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(if k == 0 { 170 } else { 10 })
+            .build_cartesian_2d((lo - pad).max(0.0)..(hi + pad), (0..n).into_segmented())
+            .map_err(&e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if k == 0 => {
+                    labels.get(*i).cloned().unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            .x_desc("MSE")
+            .draw()
+            .map_err(&e)?;
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(vals.iter().enumerate().filter(|(_, (m, _))| m.is_finite()).map(
+                |(i, &(m, s))| {
+                    ErrorBar::new_horizontal(
+                        SegmentValue::CenterOf(i),
+                        m - s,
+                        m,
+                        m + s,
+                        color.filled().stroke_width(2),
+                        8,
+                    )
+                },
+            ))
+            .map_err(&e)?;
+    }
+    root.present().map_err(&e)?;
+    Ok(())
+}

@@ -228,7 +228,8 @@ impl MultiTaskStep<'_> {
         let need_batch = self.weighting.needs_batch();
         self.opt.zero_grad();
 
-        let representation = self.probe == Probe::Representation;
+        // Single-task runs measure nothing on parameter probes: they take the cheaper path.
+        let representation = self.probe == Probe::Representation || self.tasks == 1;
         let (pooled, pooled_h, losses) = if representation {
             let pooled = self.model.forward_backbone(&b.inputs, true);
             let ph = pooled.detach().set_requires_grad(true);
@@ -322,9 +323,7 @@ impl MultiTaskStep<'_> {
                         .to_device(ph.device()),
                     None => ph.grad(),
                 };
-                if !matches!(self.model.spec().tuning, Tuning::Frozen) {
-                    (pooled * g.detach()).sum(Kind::Float).backward();
-                }
+                self.model.backward_backbone(pooled, &g);
             }
             _ => {
                 if let Some(c) = &combined {
@@ -538,6 +537,7 @@ pub fn train(
         },
         tuning: tuning.clone(),
         max_len: cfg.model.max_len,
+        gradient_checkpointing: cfg.model.gradient_checkpointing,
     };
     let model = MultiTaskModel::new(&cfg.model.backbone, &spec, device)?;
     let side = model.info().padding_side;

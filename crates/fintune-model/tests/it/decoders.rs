@@ -148,3 +148,62 @@ fn lora_merge_keeps_evaluation_outputs() {
     let after = tch::no_grad(|| bb.net.forward_t(&batch, false));
     assert!(masked_err(&before, &after, &batch.attention_mask) < 1e-5);
 }
+
+/// Gradient checkpointing recomputes layers in the backward pass: with no dropout the
+/// gradients equal those of the ordinary backward pass (LoRA adapters, and full tuning
+/// including the embeddings).
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, Tuning};
+    let g = golden("tiny_llama.safetensors");
+    let batch = Batch::from_ids(
+        g.tensor("left.input_ids").unwrap(),
+        g.tensor("left.attention_mask").unwrap(),
+    );
+    let y = Tensor::from_slice(&[0.3f32, -0.5, 0.9]);
+    for tuning in
+        [Tuning::Lora(LoraConfig { dropout: 0.0, ..LoraConfig::with_rank(4) }), Tuning::Full]
+    {
+        let grads = |ckpt: bool| {
+            tch::manual_seed(11);
+            let spec = ModelSpec {
+                heads: HeadsConfig { dropout: 0.0, ..Default::default() },
+                tuning: tuning.clone(),
+                gradient_checkpointing: ckpt,
+                ..Default::default()
+            };
+            let model =
+                MultiTaskModel::new(&root().join("fixtures/tiny-llama"), &spec, tch::Device::Cpu)
+                    .unwrap();
+            if let Tuning::Lora(_) = tuning {
+                // Non-zero B so that the A factors get gradients too.
+                tch::no_grad(|| {
+                    for p in model.parameters().iter().filter(|p| p.name.contains("lora_B")) {
+                        p.tensor.shallow_clone().copy_(&(Tensor::randn_like(&p.tensor) * 0.1));
+                    }
+                });
+            }
+            let pooled = model.forward_backbone(&batch, true);
+            let ph = pooled.detach().set_requires_grad(true);
+            let (score, _) = model.forward_heads(&ph, true);
+            score.mse_loss(&y, tch::Reduction::Mean).backward();
+            model.backward_backbone(&pooled, &ph.grad());
+            model.parameters().into_iter().map(|p| (p.name, p.tensor.grad())).collect::<Vec<_>>()
+        };
+        let (plain, ckpt) = (grads(false), grads(true));
+        assert_eq!(plain.len(), ckpt.len());
+        let mut checked = 0;
+        for ((n, a), (_, b)) in plain.iter().zip(&ckpt) {
+            if !a.defined() {
+                assert!(!b.defined(), "{n}");
+                continue;
+            }
+            assert!(a.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{n} has no gradient");
+            let e = max_abs(a, b);
+            assert!(e < 1e-6, "{tuning}: {n} differs by {e}");
+            checked += 1;
+        }
+        println!("gradient checkpointing, {tuning}: {checked} parameter gradients equal");
+        assert!(checked >= 16, "{tuning}: only {checked} gradients");
+    }
+}
