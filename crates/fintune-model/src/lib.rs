@@ -36,6 +36,7 @@ pub mod bert;
 mod error;
 pub mod gguf;
 pub mod heads;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod multitask;

@@ -126,6 +126,15 @@ impl Default for ModelSpec {
     }
 }
 
+/// What a forward pass with a manual backward keeps for [`MultiTaskModel::backward_backbone`].
+#[derive(Debug)]
+enum Pending {
+    /// Gradient checkpointing: layer inputs to recompute from.
+    Checkpoint(Saved),
+    /// Fused mean pooling: the hidden states (with their graph) and the mask.
+    Pooled { hidden: Tensor, mask: Tensor },
+}
+
 /// What a checkpointed forward pass keeps for its backward pass.
 #[derive(Debug)]
 struct Saved {
@@ -212,7 +221,7 @@ pub struct MultiTaskModel {
     spec: ModelSpec,
     base_dir: PathBuf,
     /// The state a checkpointed forward pass leaves for `backward_backbone`.
-    saved: std::cell::RefCell<Option<Saved>>,
+    saved: std::cell::RefCell<Option<Pending>>,
 }
 
 fn decays(name: &str) -> bool {
@@ -309,27 +318,40 @@ impl MultiTaskModel {
             .with_padding_side(self.info().padding_side))
     }
 
-    /// Runs the model. `train` enables dropout.
+    /// Runs the model. `train` enables dropout. Gradients flow by ordinary autograd.
     pub fn forward_t(&self, batch: &Batch, train: bool) -> Outputs {
-        let pooled = self.forward_backbone(batch, train);
+        let pooled = self.pooled(batch, train, false);
         let (score, logits) = self.forward_heads(&pooled, train);
         Outputs { pooled, score, logits }
     }
 
-    /// The shared part: backbone and pooling, `[B, H]`. With a frozen backbone it runs without
-    /// autograd and returns a leaf that tracks gradients (when `train`), so the
-    /// representation probe still works. With gradient checkpointing (and `train`) the layers
-    /// run without autograd and keep only their inputs; call [`Self::backward_backbone`] to
-    /// backpropagate.
+    /// The shared part: backbone and pooling, `[B, H]`, for a training step that finishes with
+    /// [`Self::backward_backbone`]. With a frozen backbone it runs without autograd and returns
+    /// a leaf that tracks gradients (when `train`), so the representation probe still works.
+    /// With gradient checkpointing (and `train`) the layers run without autograd and keep only
+    /// their inputs. On CUDA with the fused kernels, mean pooling is the fused kernel and its
+    /// gradient is applied by `backward_backbone`.
     pub fn forward_backbone(&self, batch: &Batch, train: bool) -> Tensor {
+        self.pooled(batch, train, true)
+    }
+
+    fn pool(&self, h: &Tensor, mask: &Tensor) -> Tensor {
+        if self.pooling == Pooling::Mean
+            && !h.requires_grad()
+            && crate::kernels::enabled_for(h.device())
+        {
+            return crate::kernels::mean_pool(h, mask)
+                .expect("the CUDA mean-pooling kernel failed");
+        }
+        self.pooling.pool(h, mask)
+    }
+
+    fn pooled(&self, batch: &Batch, train: bool, manual_backward: bool) -> Tensor {
         let net = &self.backbone.net;
         if matches!(self.spec.tuning, Tuning::Frozen) {
-            let p = tch::no_grad(|| {
-                let h = net.forward_t(batch, train);
-                self.pooling.pool(&h, &batch.attention_mask)
-            });
+            let p = tch::no_grad(|| self.pool(&net.forward_t(batch, train), &batch.attention_mask));
             p.detach().set_requires_grad(train)
-        } else if self.spec.gradient_checkpointing && train {
+        } else if manual_backward && self.spec.gradient_checkpointing && train {
             // Seeds for replaying each layer's dropout exactly in the backward pass.
             let seed = Tensor::randint(i64::from(i32::MAX), [1], (Kind::Int64, Device::Cpu))
                 .int64_value(&[0]);
@@ -351,12 +373,26 @@ impl MultiTaskModel {
                 attention_mask: batch.attention_mask.shallow_clone(),
                 token_type_ids: batch.token_type_ids.shallow_clone(),
             };
-            *self.saved.borrow_mut() = Some(Saved { batch, ctx, inputs, last, seed, train });
+            *self.saved.borrow_mut() =
+                Some(Pending::Checkpoint(Saved { batch, ctx, inputs, last, seed, train }));
             tch::manual_seed(seed ^ 0x5DEE_CE66);
             pooled
         } else {
             let h = net.forward_t(batch, train);
-            self.pooling.pool(&h, &batch.attention_mask)
+            if manual_backward
+                && train
+                && self.pooling == Pooling::Mean
+                && crate::kernels::enabled_for(h.device())
+            {
+                let pooled = crate::kernels::mean_pool(&h.detach(), &batch.attention_mask)
+                    .expect("the CUDA mean-pooling kernel failed")
+                    .set_requires_grad(true);
+                *self.saved.borrow_mut() =
+                    Some(Pending::Pooled { hidden: h, mask: batch.attention_mask.shallow_clone() });
+                pooled
+            } else {
+                self.pool(&h, &batch.attention_mask)
+            }
         }
     }
 
@@ -368,8 +404,24 @@ impl MultiTaskModel {
         if matches!(self.spec.tuning, Tuning::Frozen) {
             return;
         }
-        (pooled * grad.detach()).sum(Kind::Float).backward();
-        let Some(saved) = self.saved.borrow_mut().take() else { return };
+        let pending = self.saved.borrow_mut().take();
+        let saved = match pending {
+            None => {
+                (pooled * grad.detach()).sum(Kind::Float).backward();
+                return;
+            }
+            Some(Pending::Pooled { hidden, mask }) => {
+                let l = hidden.size()[1];
+                let gh = crate::kernels::mean_pool_backward(grad, &mask, l)
+                    .expect("the CUDA mean-pooling kernel failed");
+                (hidden * gh.detach()).sum(Kind::Float).backward();
+                return;
+            }
+            Some(Pending::Checkpoint(saved)) => {
+                (pooled * grad.detach()).sum(Kind::Float).backward();
+                saved
+            }
+        };
         let net = &self.backbone.net;
         let first_needed = self.first_trainable_layer();
         let mut g = saved.last.grad();

@@ -8,7 +8,7 @@
 use fintune_model::weights::Checkpoint;
 use fintune_model::{Param, Part};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Learning rate and weight decay of one parameter group.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -96,8 +96,8 @@ impl AdamW {
         if grads.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Double)).collect();
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+        // One fused multi-tensor reduction on CUDA, one reduction per tensor elsewhere.
+        let total = fintune_model::kernels::total_squared_norm(&grads).map_or(f64::NAN, f64::sqrt);
         if total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             tch::no_grad(|| {

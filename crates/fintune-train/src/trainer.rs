@@ -262,8 +262,7 @@ impl MultiTaskStep<'_> {
                     Some(ph) => Tensor::run_backward(&[l], &[ph], true, false),
                     None => Tensor::run_backward(&[l], &self.probe_params, true, false),
                 };
-                let sq: f64 = grads.iter().map(|g| scalar(&g.square().sum(Kind::Double))).sum();
-                norms[i] = sq.sqrt();
+                norms[i] = fintune_model::kernels::total_squared_norm(&grads)?.sqrt();
                 if need_vecs {
                     let cat =
                         Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);

@@ -8,9 +8,17 @@ mod smollm2;
 mod toolchain;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 use fintune_model::weights::Checkpoint;
 use tch::Tensor;
+
+/// libtorch's random generator is global to the process and the test harness runs tests on
+/// parallel threads; tests whose numbers depend on the seed hold this lock.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The repository root.
 pub fn root() -> PathBuf {

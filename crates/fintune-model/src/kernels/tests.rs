@@ -1,0 +1,112 @@
+use tch::{Device, Kind, Tensor};
+
+use super::*;
+
+fn shapes() -> Vec<Vec<i64>> {
+    vec![
+        vec![0],
+        vec![1],
+        vec![7],
+        vec![3, 5],
+        vec![384, 384],
+        vec![1536, 384],
+        vec![65536 + 3],
+        vec![2, 0, 4],
+        vec![300_000],
+    ]
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+}
+
+#[test]
+fn fallback_norms_match_a_direct_computation() {
+    tch::manual_seed(1);
+    let ts: Vec<Tensor> =
+        shapes().iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
+    let n = squared_norms(&ts).unwrap();
+    assert_eq!(n.size(), [ts.len() as i64]);
+    for (i, t) in ts.iter().enumerate() {
+        let want: f64 = Vec::<f32>::try_from(t.reshape([-1]))
+            .unwrap()
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        assert!(close(n.double_value(&[i as i64]), want), "tensor {i}");
+    }
+    assert_eq!(squared_norms(&[]).unwrap().size(), [0]);
+    let total = total_squared_norm(&ts).unwrap();
+    assert!(close(total, n.sum(Kind::Double).double_value(&[])));
+}
+
+#[test]
+fn fallback_pooling_gradient_matches_autograd() {
+    tch::manual_seed(2);
+    let x = Tensor::randn([3, 5, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mask = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0]).view([3, 5]);
+    let pooled = mean_pool(&x, &mask).unwrap();
+    let g = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+    (&pooled * &g).sum(Kind::Float).backward();
+    let ours = mean_pool_backward(&g, &mask, 5).unwrap();
+    assert!((x.grad() - ours).abs().max().double_value(&[]) < 1e-6);
+    // An all-padding row pools to zero, not NaN.
+    assert_eq!(pooled.get(2).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert!(mean_pool(&x, &mask.narrow(1, 0, 4)).is_err());
+}
+
+/// On a GPU (with the `cuda` feature): kernel == fallback to 1e-5 on random inputs of many
+/// shapes, empty and non-contiguous ones included.
+#[test]
+fn cuda_kernels_match_the_fallbacks() {
+    if !tch::Cuda::is_available() {
+        println!("skipped: no CUDA device (tch::Cuda::is_available() is false); the kernels are checked on a GPU machine");
+        return;
+    }
+    if !COMPILED {
+        println!("skipped: built without the `cuda` feature, so there are no kernels to compare");
+        return;
+    }
+    let dev = Device::Cuda(0);
+    tch::manual_seed(3);
+    let mut ts: Vec<Tensor> =
+        shapes().iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, dev))).collect();
+    ts.push(Tensor::randn([64, 96], (Kind::Float, dev)).transpose(0, 1)); // non-contiguous
+    ts.push(Tensor::randn([50, 40], (Kind::Float, dev)).narrow(1, 3, 20)); // non-contiguous view
+    ts.extend((0..60).map(|i| Tensor::randn([i * 37 + 1], (Kind::Float, dev)))); // more tensors than one launch holds
+    let k = squared_norms(&ts).unwrap().to_device(Device::Cpu);
+    let f = squared_norms_fallback(&ts).unwrap().to_device(Device::Cpu);
+    for i in 0..ts.len() as i64 {
+        assert!(
+            close(k.double_value(&[i]), f.double_value(&[i])),
+            "tensor {i}: {} vs {}",
+            k.double_value(&[i]),
+            f.double_value(&[i])
+        );
+    }
+    for (b, l, h) in
+        [(1, 1, 1), (4, 17, 384), (32, 64, 384), (3, 128, 576), (2, 5, 1000), (0, 4, 8)]
+    {
+        let x = Tensor::randn([b, l, h], (Kind::Float, dev));
+        let mask = (Tensor::rand([b, l], (Kind::Float, dev)).ge(0.3)).to_kind(Kind::Int64);
+        let want = crate::backbone::mean_pool(&x, &mask);
+        let got = mean_pool(&x, &mask).unwrap();
+        assert!((got - &want).abs().max().double_value(&[]) < 1e-5 || b == 0, "pool {b}x{l}x{h}");
+        let g = Tensor::randn([b, h], (Kind::Float, dev));
+        let gk = mean_pool_backward(&g, &mask, l).unwrap();
+        let gf = mean_pool_backward_fallback(&g, &mask);
+        assert!(
+            b == 0 || (gk - gf).abs().max().double_value(&[]) < 1e-5,
+            "pool backward {b}x{l}x{h}"
+        );
+    }
+    // Non-contiguous hidden states.
+    let x = Tensor::randn([16, 8, 24], (Kind::Float, dev)).transpose(0, 1);
+    let mask = Tensor::ones([8, 16], (Kind::Int64, dev));
+    let d = (mean_pool(&x, &mask).unwrap() - crate::backbone::mean_pool(&x, &mask))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d < 1e-5);
+    println!("CUDA kernels match the fallbacks on {} tensors and 7 pooling shapes", ts.len());
+}
