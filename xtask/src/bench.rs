@@ -84,6 +84,202 @@ pub fn model(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench-peer [EPOCHS]`: fine-tunes MiniLM on FiQA (a 90/10 split of the shared
+/// training file) with fintune and with a PyTorch + transformers script using the same
+/// hyperparameters, in one invocation; prints samples/s, peak RSS and validation MSE of both.
+pub fn peer(args: &[String]) -> Result<()> {
+    let lay = setup::run(&setup::Options { full: true, ..Default::default() })?;
+    let epochs = args.first().cloned().unwrap_or_else(|| "3".into());
+    let t = threads().to_string();
+    let root = project_root();
+    let work = root.join("target/bench-peer");
+    std::fs::create_dir_all(&work)?;
+    let fiqa = root.join("../shared/data/fiqa2018_task1/train.jsonl");
+    let source = if fiqa.exists() { fiqa } else { root.join("fixtures/train.jsonl") };
+    println!("bench-peer: {} threads, {epochs} epochs, data {}", t, source.display());
+    let fintune = |argv: &[&str]| -> Result<String> {
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"])
+            .args(argv);
+        capture(&mut cmd).map_err(|(what, out)| anyhow::anyhow!("{what}\n{}", tail(&out, 20)))
+    };
+    let data = work.join("data");
+    fintune(&[
+        "data",
+        "split",
+        &source.to_string_lossy(),
+        "--out",
+        &data.to_string_lossy(),
+        "--fractions",
+        "0.9,0.1",
+        "--seed",
+        "42",
+    ])?;
+    let (train, val) = (data.join("train.jsonl"), data.join("val.jsonl"));
+    let run = work.join("fintune-run");
+    let _ = std::fs::remove_dir_all(&run);
+    let cfg = work.join("fintune.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\ntrain = [{:?}]\nval = {:?}\n[optim]\nepochs = {epochs}\npatience = 1000\nthreads = {t}\n[task]\nstrata = \"none\"\n",
+            train.to_string_lossy(),
+            val.to_string_lossy()
+        ),
+    )?;
+    fintune(&[
+        "train",
+        "--config",
+        &cfg.to_string_lossy(),
+        "--out",
+        &run.to_string_lossy(),
+        "--quiet",
+    ])?;
+    let metrics = std::fs::read_to_string(run.join("metrics.json"))?;
+    let sps = json_field(&metrics, "samples_per_s").context("samples_per_s in metrics.json")?;
+    let rss = json_field(&metrics, "peak_rss_mib").unwrap_or(f64::NAN);
+    // The last epoch's validation MSE (epochs[] lists them in order; take the last "mse").
+    let last_epoch = metrics.rfind("\"epoch\":").context("epochs in metrics.json")?;
+    let val_mse = json_field(&metrics[last_epoch..], "mse").unwrap_or(f64::NAN);
+    let dir = lay.home.join("models/all-MiniLM-L6-v2");
+    let py = |extra: &[&str]| -> Result<String> {
+        let mut cmd = Command::new(&lay.venv_python);
+        cmd.arg(root.join("xtask/python/peer_finetune.py"))
+            .arg(&dir)
+            .arg(&train)
+            .arg(&val)
+            .args(["--epochs", &epochs, "--threads", &t])
+            .args(extra);
+        match capture(&mut cmd) {
+            Ok(out) => last_json_line(&out),
+            Err((what, out)) => bail!("{what}\n{}", tail(&out, 20)),
+        }
+    };
+    let plain = py(&[])?;
+    let bucketed = py(&["--bucket"])?;
+    println!("\n| | samples/s (training steps) | peak RSS MiB | validation MSE (last epoch) |\n|---|---|---|---|");
+    println!("| fintune | {sps:.1} | {rss:.0} | {val_mse:.4} |");
+    for (name, line) in [
+        ("PyTorch + transformers (shuffled batches)", &plain),
+        ("PyTorch + transformers (length-bucketed)", &bucketed),
+    ] {
+        let (s, r, v) = (
+            json_num(line, "samples_per_s").unwrap_or(f64::NAN),
+            json_num(line, "peak_rss_mib").unwrap_or(f64::NAN),
+            json_num(line, "val_mse").unwrap_or(f64::NAN),
+        );
+        println!("| {name} | {s:.1} | {r:.0} | {v:.4} |");
+        println!(
+            "| fintune / {name} | {:.2}x | {:.2}x less | {:+.4} |",
+            sps / s,
+            r / rss,
+            val_mse - v
+        );
+    }
+    Ok(())
+}
+
+/// A number field anywhere in a (pretty-printed) JSON text: the first `"key": number`.
+fn json_field(text: &str, key: &str) -> Option<f64> {
+    let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = text[at..].trim_start();
+    let end = rest.find([',', '}', '\n']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// `cargo xtask gpu-check`: on a GPU machine, builds with `--features cuda`, runs the GPU
+/// tests (kernels against fallbacks) and the GPU benchmarks, and writes
+/// `target/gpu-report.md`.
+pub fn gpu_check() -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let lay = setup::run(&setup::Options {
+        cuda: true,
+        llm: vec!["smollm2".into()],
+        ..Default::default()
+    })?;
+    let root = project_root();
+    let models = lay.home.join("models");
+    let (minilm, smol) = (models.join("all-MiniLM-L6-v2"), models.join("SmolLM2-135M-Instruct"));
+    let mut report = String::from("# fintune GPU check\n\n");
+    let run_cargo = |args: &[&str]| -> Result<String> {
+        let mut cmd = cargo();
+        cmd.args(args);
+        let out = capture(&mut cmd)
+            .map_err(|(what, out)| anyhow::anyhow!("{what}\n{}", tail(&out, 40)))?;
+        Ok(out)
+    };
+    println!("gpu-check: GPU tests (kernels against fallbacks, CUDA training paths)");
+    let tests = run_cargo(&[
+        "test",
+        "--release",
+        "--features",
+        "cuda",
+        "-p",
+        "fintune-model",
+        "--",
+        "--nocapture",
+        "kernels",
+        "cuda",
+    ])?;
+    if tests.contains("skipped: no CUDA device") {
+        bail!("libtorch sees no CUDA device: gpu-check needs a GPU machine (the tests skipped)");
+    }
+    report += "## Tests\n\n```\n";
+    report += &tests
+        .lines()
+        .filter(|l| l.contains("CUDA kernels") || l.starts_with("test result"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    report += "\n```\n\n## Kernels against libtorch fallbacks\n\n```\n";
+    println!("gpu-check: kernel benchmarks");
+    let k = run_cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "--features",
+        "cuda",
+        "-p",
+        "fintune-model",
+        "--example",
+        "bench_kernels",
+        "--",
+        &minilm.to_string_lossy(),
+        &smol.to_string_lossy(),
+    ])?;
+    report += k.trim();
+    report += "\n```\n\n## Training steps on the GPU\n\n```\n";
+    println!("gpu-check: training-step benchmarks");
+    for (dir, tuning, b, l, prec) in [
+        (&minilm, "full", "32", "128", "f32"),
+        (&minilm, "full", "32", "128", "bf16"),
+        (&smol, "lora:8", "16", "64", "f32"),
+        (&smol, "lora:8", "16", "64", "bf16"),
+    ] {
+        let mut cmd = cargo();
+        cmd.env("FINTUNE_PRECISION", prec).args([
+            "run",
+            "--release",
+            "--quiet",
+            "--features",
+            "cuda",
+            "-p",
+            "fintune-train",
+            "--example",
+            "bench_step",
+            "--",
+        ]);
+        cmd.arg(dir).args([tuning, b, l, "20", "cuda"]);
+        let out = capture(&mut cmd)
+            .map_err(|(what, out)| anyhow::anyhow!("{what}\n{}", tail(&out, 40)))?;
+        report += &format!("{prec}: {}\n", last_json_line(&out)?);
+    }
+    report += &format!("```\n\nTotal {:.0} s.\n", t0.elapsed().as_secs_f64());
+    let path = root.join("target/gpu-report.md");
+    std::fs::write(&path, &report)?;
+    println!("{report}\ngpu-check: report written to {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::json_num;

@@ -87,6 +87,8 @@ fn try_main() -> Result<()> {
             fintune(&argv)?;
         }
         "bench-model" => bench::model(&rest)?,
+        "bench-peer" => bench::peer(&rest)?,
+        "gpu-check" => bench::gpu_check()?,
         "help" | "--help" | "-h" => print!("{HELP}"),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }

@@ -281,7 +281,7 @@ impl Backbone for BertModel {
         let x = self.embeddings.forward_t(batch, train);
         // Additive mask as transformers builds it: 0 for tokens, the dtype's minimum for pads.
         let m = batch.attention_mask.to_kind(x.kind()).view([batch.len(), 1, 1, -1]);
-        let mask: Tensor = (m.ones_like() - &m) * f64::from(f32::MIN);
+        let mask: Tensor = (m.ones_like() - &m) * crate::layers::mask_min(x.kind());
         (x, LayerContext { tensors: vec![mask] })
     }
 

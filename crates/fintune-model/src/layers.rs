@@ -193,11 +193,14 @@ impl Linear {
         match &self.lora {
             None => y,
             Some(l) => {
+                // Adapters stay in f32 when the base runs in bf16.
                 let h = x
                     .dropout(l.dropout, train)
+                    .to_kind(l.a.kind())
                     .linear::<&Tensor>(&l.a, None)
                     .linear::<&Tensor>(&l.b, None);
-                y + h * l.scale
+                let kind = y.kind();
+                y + (h * l.scale).to_kind(kind)
             }
         }
     }
@@ -295,5 +298,16 @@ impl Activation {
             Activation::Relu => x.relu(),
             Activation::Silu => x.silu(),
         }
+    }
+}
+
+/// The most negative finite value of a floating kind (`torch.finfo(kind).min`): the additive
+/// attention mask value, as transformers uses it.
+pub fn mask_min(kind: tch::Kind) -> f64 {
+    match kind {
+        tch::Kind::BFloat16 => -3.389_531_389_251_535_5e38,
+        tch::Kind::Half => -65504.0,
+        tch::Kind::Double => f64::MIN,
+        _ => f64::from(f32::MIN),
     }
 }

@@ -410,7 +410,7 @@ impl Backbone for LlamaModel {
         let keys = batch.attention_mask.to_kind(Kind::Bool).view([b, 1, 1, l]);
         let allowed = causal.view([1, 1, l, l]).logical_and(&keys);
         let mask = Tensor::zeros([b, 1, l, l], (kind, dev))
-            .masked_fill(&allowed.logical_not(), f64::from(f32::MIN));
+            .masked_fill(&allowed.logical_not(), crate::layers::mask_min(kind));
         (x, LayerContext { tensors: vec![cos, sin, mask] })
     }
 

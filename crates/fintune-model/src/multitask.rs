@@ -112,6 +112,22 @@ pub struct ModelSpec {
     /// less memory for about one more forward pass. Default: false.
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// Backbone weights and activations in bfloat16 (for CUDA); heads, LoRA adapters and the
+    /// pooled representation stay float32, and the optimiser keeps float32 master copies of
+    /// trainable bf16 weights. Default: false.
+    #[serde(default)]
+    pub bf16: bool,
+}
+
+impl ModelSpec {
+    /// The backbone's floating-point kind.
+    pub fn kind(&self) -> Kind {
+        if self.bf16 {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        }
+    }
 }
 
 impl Default for ModelSpec {
@@ -122,6 +138,7 @@ impl Default for ModelSpec {
             tuning: Tuning::Full,
             max_len: 128,
             gradient_checkpointing: false,
+            bf16: false,
         }
     }
 }
@@ -239,7 +256,7 @@ impl MultiTaskModel {
             _ => None,
         };
         let backbone =
-            load_backbone(backbone_dir, &LoadOptions { device, kind: Kind::Float, lora })?;
+            load_backbone(backbone_dir, &LoadOptions { device, kind: spec.kind(), lora })?;
         Self::assemble(backbone, spec, backbone_dir.to_owned(), device)
     }
 
@@ -336,6 +353,8 @@ impl MultiTaskModel {
     }
 
     fn pool(&self, h: &Tensor, mask: &Tensor) -> Tensor {
+        // Pooling (a sum over the sequence) and the heads run in f32 whatever the backbone's kind.
+        let h = &h.to_kind(Kind::Float);
         if self.pooling == Pooling::Mean
             && !h.requires_grad()
             && crate::kernels::enabled_for(h.device())
@@ -367,7 +386,8 @@ impl MultiTaskModel {
                 (inputs, x, ctx)
             });
             let last = last.detach().set_requires_grad(true);
-            let pooled = self.pooling.pool(&net.finish(&last), &batch.attention_mask);
+            let pooled =
+                self.pooling.pool(&net.finish(&last).to_kind(Kind::Float), &batch.attention_mask);
             let batch = Batch {
                 input_ids: batch.input_ids.shallow_clone(),
                 attention_mask: batch.attention_mask.shallow_clone(),
@@ -384,9 +404,12 @@ impl MultiTaskModel {
                 && self.pooling == Pooling::Mean
                 && crate::kernels::enabled_for(h.device())
             {
-                let pooled = crate::kernels::mean_pool(&h.detach(), &batch.attention_mask)
-                    .expect("the CUDA mean-pooling kernel failed")
-                    .set_requires_grad(true);
+                let pooled = crate::kernels::mean_pool(
+                    &h.detach().to_kind(Kind::Float),
+                    &batch.attention_mask,
+                )
+                .expect("the CUDA mean-pooling kernel failed")
+                .set_requires_grad(true);
                 *self.saved.borrow_mut() =
                     Some(Pending::Pooled { hidden: h, mask: batch.attention_mask.shallow_clone() });
                 pooled
@@ -644,7 +667,7 @@ impl MultiTaskModel {
             Tuning::Lora(l) => Some(l.clone()),
             _ => None,
         };
-        let opts = LoadOptions { device, kind: Kind::Float, lora };
+        let opts = LoadOptions { device, kind: saved.spec.kind(), lora };
         let backbone = if saved.backbone_saved {
             load_backbone(dir, &opts)?
         } else {

@@ -187,6 +187,9 @@ struct TrainArgs {
     /// Recompute layers in the backward pass (less memory).
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// f32 or bf16 (bfloat16 backbone with float32 master weights; for CUDA).
+    #[arg(long)]
+    precision: Option<fintune_train::config::Precision>,
     /// Continue an interrupted run folder.
     #[arg(long, value_name = "RUN")]
     resume: Option<PathBuf>,
@@ -264,6 +267,7 @@ impl TrainArgs {
         set!(c.task.imbalance, self.imbalance);
         set!(c.optim.device, self.device);
         set!(c.optim.threads, self.threads);
+        set!(c.optim.precision, self.precision);
         if self.gradient_checkpointing {
             c.model.gradient_checkpointing = true;
         }
@@ -302,6 +306,7 @@ impl TrainArgs {
             || self.imbalance.is_some()
             || self.skip_invalid
             || self.gradient_checkpointing
+            || self.precision.is_some()
             || self.format.is_some()
             || self.text_col.is_some()
             || self.score_col.is_some()
@@ -405,6 +410,21 @@ enum DataCommand {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Split a labelled file into train/val(/test) JSONL files: group-aware (rows with the same
+    /// normalised text, or the same `group`, stay together) and stratified on score quintiles.
+    Split {
+        input: PathBuf,
+        /// Output folder (train.jsonl, val.jsonl, and test.jsonl with three fractions).
+        #[arg(long)]
+        out: PathBuf,
+        /// Shares of the parts, summing to 1.
+        #[arg(long, value_delimiter = ',', default_value = "0.8,0.1,0.1")]
+        fractions: Vec<f64>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Convert between formats (by extension), validating on the way.
     Convert {
         input: PathBuf,
@@ -436,6 +456,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(a) => compare(&a),
         Command::Data(DataCommand::Check { paths, unlabelled, read }) => {
             data_check(&paths, unlabelled, &read)
+        }
+        Command::Data(DataCommand::Split { input, out, fractions, seed, read }) => {
+            data_split(&input, &out, &fractions, seed, &read)
         }
         Command::Data(DataCommand::Convert { input, output, to, unlabelled, read }) => {
             let r = fintune_data::convert(
@@ -919,5 +942,28 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
         t0.elapsed().as_secs_f64() / 60.0,
         a.out.join("results.md").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn data_split(
+    input: &Path,
+    out: &Path,
+    fractions: &[f64],
+    seed: u64,
+    read: &ReadArgs,
+) -> Result<ExitCode> {
+    let names: &[&str] = match fractions.len() {
+        2 => &["train", "val"],
+        3 => &["train", "val", "test"],
+        n => bail!("--fractions needs 2 or 3 shares, got {n}"),
+    };
+    let ds = read_dataset(&[input], &read.options())?;
+    let parts = fintune_train::prepare::split_groups(&ds, fractions, seed)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, idx) in names.iter().zip(&parts) {
+        let p = out.join(format!("{name}.jsonl"));
+        let n = fintune_data::write_dataset(&ds.take(idx), &p, &WriteOptions::new())?;
+        println!("{name}: {n} rows -> {}", p.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

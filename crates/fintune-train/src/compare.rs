@@ -11,14 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use fintune_das::Stratification;
 use fintune_data::{read_dataset, write_dataset, ReadOptions, WriteOptions};
 use fintune_dwa::WeightingSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Imbalance, Strata, TrainConfig};
 use crate::metrics::MetricReport;
-use crate::progress::LogLines;
 use crate::run;
 use crate::stats::{paired_t, wilcoxon, TestResult};
 use crate::trainer::{self, Outcome, RunMetrics, RunOptions};
@@ -243,11 +241,7 @@ pub fn split_dataset(ds: &DatasetSpec, data_root: &Path, dir: &Path) -> Result<[
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let src = data_root.join(&ds.file);
     let data = read_dataset(&[&src], &ReadOptions::default())?;
-    let scores = data.scores().expect("labelled");
-    let labels = Stratification::quantile(scores, 5)?.assign_all(scores)?;
-    let groups = data.groups();
-    let parts =
-        fintune_das::stratified_split(&labels, Some(&groups), &[0.8, 0.1, 0.1], SPLIT_SEED)?;
+    let parts = crate::prepare::split_groups(&data, &[0.8, 0.1, 0.1], SPLIT_SEED)?;
     for (p, idx) in paths.iter().zip(&parts) {
         write_dataset(&data.take(idx), p, &WriteOptions::default())?;
     }
@@ -264,7 +258,7 @@ fn run_one(cfg: &TrainConfig, dir: &Path) -> Result<RunMetrics> {
     } else {
         cfg.clone()
     };
-    let mut progress = LogLines::new(std::time::Duration::from_secs(3600));
+    let mut progress = crate::progress::Silent;
     match trainer::train(&cfg, dir, &RunOptions { resume, stop_after: None }, &mut progress)? {
         Outcome::Finished(m) => Ok(*m),
         Outcome::Interrupted { .. } => Err(Error::Config("interrupted".into())),

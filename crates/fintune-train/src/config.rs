@@ -83,6 +83,29 @@ pub enum ClassWeights {
     Effective,
 }
 
+/// Numeric precision of the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere.
+    #[default]
+    F32,
+    /// bfloat16 backbone weights and activations (for CUDA; slow on CPU) with float32 heads,
+    /// adapters, pooled representation and optimiser master copies.
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            o => Err(format!("unknown precision `{o}` (f32, bf16)")),
+        }
+    }
+}
+
 /// Input files and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -196,6 +219,9 @@ pub struct OptimConfig {
     pub device: String,
     /// libtorch intra-op threads (0: libtorch's default, one per core). Default 0.
     pub threads: usize,
+    /// `f32` or `bf16` (backbone in bfloat16 with float32 master weights; for CUDA).
+    /// Default `f32`.
+    pub precision: Precision,
 }
 
 impl Default for OptimConfig {
@@ -214,6 +240,7 @@ impl Default for OptimConfig {
             seed: 42,
             device: "cpu".into(),
             threads: 0,
+            precision: Precision::F32,
         }
     }
 }

@@ -8,7 +8,7 @@
 use fintune_model::weights::Checkpoint;
 use fintune_model::{Param, Part};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Learning rate and weight decay of one parameter group.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct AdamWConfig {
 struct Slot {
     name: String,
     param: Tensor,
+    /// A float32 master copy of a bf16/f16 parameter: the update is applied to it and copied
+    /// (rounded) into the parameter, so small updates are not lost to the low precision.
+    master: Option<Tensor>,
     part: Part,
     decay: bool,
     m: Tensor,
@@ -59,13 +62,20 @@ impl AdamW {
     pub fn new(params: Vec<Param>, cfg: AdamWConfig) -> Self {
         let slots = params
             .into_iter()
-            .map(|p| Slot {
-                m: p.tensor.zeros_like().detach(),
-                v: p.tensor.zeros_like().detach(),
-                name: p.name,
-                param: p.tensor,
-                part: p.part,
-                decay: p.decay,
+            .map(|p| {
+                let master = (p.tensor.kind() != Kind::Float)
+                    .then(|| p.tensor.detach().to_kind(Kind::Float));
+                let f32_zeros =
+                    || Tensor::zeros(p.tensor.size().as_slice(), (Kind::Float, p.tensor.device()));
+                Slot {
+                    m: f32_zeros(),
+                    v: f32_zeros(),
+                    name: p.name,
+                    param: p.tensor,
+                    master,
+                    part: p.part,
+                    decay: p.decay,
+                }
             })
             .collect();
         AdamW { slots, cfg, step: 0 }
@@ -122,30 +132,42 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
+                let g = g.to_kind(Kind::Float);
                 let rates = match s.part {
                     Part::Backbone => self.cfg.backbone,
                     Part::Adapter => self.cfg.adapter,
                     Part::Head => self.cfg.head,
                 };
                 let lr = rates.lr * lr_factor;
+                let mut p = match &s.master {
+                    Some(m) => m.shallow_clone(),
+                    None => s.param.shallow_clone(),
+                };
                 if s.decay && rates.weight_decay > 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * rates.weight_decay);
+                    let _ = p.g_mul_scalar_(1.0 - lr * rates.weight_decay);
                 }
                 let _ = s.m.lerp_(&g, 1.0 - beta1);
                 let _ = s.v.g_mul_scalar_(beta2);
                 let _ = s.v.addcmul_(&(&g * (1.0 - beta2)), &g);
                 let denom = s.v.sqrt() / bc2_sqrt + eps;
-                let _ = s.param.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
+                let _ = p.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
+                if s.master.is_some() {
+                    s.param.copy_(&p);
+                }
             }
         });
     }
 
-    /// Moment estimates as named tensors (`m.<param>`, `v.<param>`) for a checkpoint.
+    /// Moment estimates (and float32 master copies) as named tensors (`m.<param>`, `v.<param>`,
+    /// `master.<param>`) for a checkpoint.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
             out.push((format!("m.{}", s.name), s.m.shallow_clone()));
             out.push((format!("v.{}", s.name), s.v.shallow_clone()));
+            if let Some(master) = &s.master {
+                out.push((format!("master.{}", s.name), master.shallow_clone()));
+            }
         }
         out
     }
@@ -155,6 +177,9 @@ impl AdamW {
         for s in &mut self.slots {
             ckpt.copy_into(&format!("m.{}", s.name), &mut s.m)?;
             ckpt.copy_into(&format!("v.{}", s.name), &mut s.v)?;
+            if let Some(master) = &mut s.master {
+                ckpt.copy_into(&format!("master.{}", s.name), master)?;
+            }
         }
         self.step = step;
         Ok(())

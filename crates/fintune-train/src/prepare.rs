@@ -126,6 +126,15 @@ fn examples(
         .collect())
 }
 
+/// A group-aware split of a labelled dataset, stratified on score quintiles (the rule of the
+/// trainer's validation hold-out, `fintune data split` and the experiment splits).
+pub fn split_groups(ds: &Dataset, fractions: &[f64], seed: u64) -> Result<Vec<Vec<usize>>> {
+    let scores =
+        ds.scores().ok_or_else(|| Error::Config("splitting needs labelled data".into()))?;
+    let labels = Stratification::quantile(scores, 5)?.assign_all(scores)?;
+    Ok(fintune_das::stratified_split(&labels, Some(&ds.groups()), fractions, seed)?)
+}
+
 /// Reads, validates, splits, stratifies and tokenizes everything `cfg` names.
 pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
     let mut skipped = Vec::new();
@@ -157,18 +166,9 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
         None => {
             // Stratify the hold-out on score quintiles, whatever --strata is, so every method
             // sees the same validation set for a given seed.
-            let scores = full.scores().expect("labelled data has scores");
-            let quint = Stratification::quantile(scores, 5)?;
-            let labels = quint.assign_all(scores)?;
-            let groups = full.groups();
-            let n_groups = groups.iter().collect::<std::collections::HashSet<_>>().len();
+            let n_groups = full.groups().iter().collect::<std::collections::HashSet<_>>().len();
             let f = cfg.data.val_fraction;
-            let parts = fintune_das::stratified_split(
-                &labels,
-                Some(&groups),
-                &[1.0 - f, f],
-                cfg.optim.seed,
-            )?;
+            let parts = split_groups(&full, &[1.0 - f, f], cfg.optim.seed)?;
             (
                 full.take(&parts[0]),
                 full.take(&parts[1]),

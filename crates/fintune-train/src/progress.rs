@@ -165,3 +165,13 @@ impl Progress for LogLines {
         eprintln!("{msg}");
     }
 }
+
+/// Shows nothing (the experiment harness prints one line per run instead).
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&mut self, _: &StepView) {}
+    fn epoch(&mut self, _: &EpochView) {}
+    fn message(&mut self, _: &str) {}
+}

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batching::{epoch_batches, eval_batches, Example, TrainBatch};
-use crate::config::{Imbalance, TrainConfig};
+use crate::config::{Imbalance, Precision, TrainConfig};
 use crate::metrics::{MetricReport, MetricsConfig, RegressionMetrics};
 use crate::optim::{AdamW, AdamWConfig, GroupRates, LinearSchedule};
 use crate::prepare::{self, Prepared, Skipped, SplitInfo};
@@ -537,6 +537,7 @@ pub fn train(
         tuning: tuning.clone(),
         max_len: cfg.model.max_len,
         gradient_checkpointing: cfg.model.gradient_checkpointing,
+        bf16: cfg.optim.precision == Precision::Bf16,
     };
     let model = MultiTaskModel::new(&cfg.model.backbone, &spec, device)?;
     let side = model.info().padding_side;

@@ -99,6 +99,7 @@ fn tiny_roberta_training_step_gradients_match_pytorch() {
         tuning: Tuning::Full,
         max_len: 64,
         gradient_checkpointing: false,
+        bf16: false,
     };
     let model = MultiTaskModel::new(&tiny_roberta(), &spec, Device::Cpu).unwrap();
     let params = model.parameters();

@@ -182,3 +182,46 @@ fn overfits_a_tiny_batch() {
     println!("final training MSE {last:.5}");
     assert!(last < 0.01, "did not overfit: {last}");
 }
+
+/// bf16 backbones (meant for CUDA; checked here on CPU): outputs close to float32, float32
+/// heads and pooled representation, LoRA adapters in float32.
+#[test]
+fn bf16_backbone_matches_float32_closely() {
+    let dir = minilm_dir();
+    let batch = TextEncoder::from_file(&dir, 128).unwrap().batch(&TEXTS, Device::Cpu).unwrap();
+    let f32_model = MultiTaskModel::new(&dir, &spec(Some(3), Tuning::Full), Device::Cpu).unwrap();
+    let mut s = spec(Some(3), Tuning::Full);
+    s.bf16 = true;
+    let bf16_model = MultiTaskModel::new(&dir, &s, Device::Cpu).unwrap();
+    let pa = tch::no_grad(|| f32_model.forward_backbone(&batch, false));
+    let pb = tch::no_grad(|| bf16_model.forward_backbone(&batch, false));
+    assert_eq!(pb.kind(), Kind::Float, "the pooled representation is float32");
+    let rel = (&pa - &pb).abs().max().double_value(&[]) / pa.abs().max().double_value(&[]);
+    println!("bf16 vs f32 pooled MiniLM: max relative difference {rel:.4}");
+    assert!(rel < 0.05, "bf16 drifts too far: {rel}");
+    let kinds: Vec<(String, Kind)> =
+        bf16_model.parameters().into_iter().map(|p| (p.name, p.tensor.kind())).collect();
+    assert!(kinds
+        .iter()
+        .filter(|(n, _)| n.starts_with("backbone."))
+        .all(|(_, k)| *k == Kind::BFloat16));
+    assert!(kinds.iter().filter(|(n, _)| n.starts_with("heads.")).all(|(_, k)| *k == Kind::Float));
+
+    let mut s = spec(None, Tuning::Lora(fintune_model::LoraConfig::with_rank(4)));
+    s.bf16 = true;
+    let lora = MultiTaskModel::new(&root().join("fixtures/tiny-llama"), &s, Device::Cpu).unwrap();
+    assert!(
+        lora.parameters().iter().all(|p| p.tensor.kind() == Kind::Float),
+        "adapters and heads stay float32"
+    );
+    let b = fintune_model::Batch::from_ids(
+        Tensor::from_slice(&[5i64, 6, 7]).view([1, 3]),
+        Tensor::ones([1, 3], (Kind::Int64, Device::Cpu)),
+    );
+    let out = lora.forward_t(&b, true);
+    out.score.sum(Kind::Float).backward();
+    assert!(lora
+        .parameters()
+        .iter()
+        .any(|p| p.name.contains("lora_A") && p.tensor.grad().defined()));
+}

@@ -143,3 +143,38 @@ fn linear_schedule_warms_up_then_decays_to_zero() {
     let f: Vec<f64> = (6..100).map(|i| s.factor(i)).collect();
     assert!(f.windows(2).all(|w| w[1] < w[0]));
 }
+
+#[test]
+fn bf16_parameters_are_updated_through_float32_master_copies() {
+    // An update far below bf16's resolution at 1.0 (2^-8) accumulates in the master copy.
+    let w = Tensor::ones([4], (Kind::BFloat16, tch::Device::Cpu)).set_requires_grad(true);
+    let rates = GroupRates { lr: 1e-4, weight_decay: 0.0 };
+    let mut opt = AdamW::new(
+        vec![Param {
+            name: "backbone.w".into(),
+            tensor: w.shallow_clone(),
+            part: Part::Backbone,
+            decay: true,
+        }],
+        AdamWConfig {
+            backbone: rates,
+            adapter: rates,
+            head: rates,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+    );
+    for _ in 0..100 {
+        opt.zero_grad();
+        w.sum(Kind::Float).backward();
+        opt.step(1.0);
+    }
+    let state = opt.state_tensors();
+    let master = &state.iter().find(|(n, _)| n == "master.backbone.w").expect("a master copy").1;
+    assert_eq!(master.kind(), Kind::Float);
+    // 100 Adam steps of ~lr each: 1 - 0.01.
+    assert!((master.double_value(&[0]) - 0.99).abs() < 1e-3, "{}", master.double_value(&[0]));
+    assert_eq!(w.kind(), Kind::BFloat16);
+    assert!((w.double_value(&[0]) - 0.99).abs() < 4e-3, "the bf16 weight follows its master");
+}
