@@ -63,7 +63,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// Regression weights of the static-weight grid.
-    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.5,0.7,0.9")]
     grid: Vec<f64>,
     /// A small matrix that runs in minutes: FiQA, 3 methods, 2 seeds, 3 epochs.
     #[arg(long)]
@@ -86,6 +86,12 @@ struct CompareArgs {
     max_len: Option<usize>,
     #[arg(long)]
     device: Option<String>,
+    /// libtorch threads per run (0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// K/N: run every N-th run starting at K (0-based), to share the matrix between processes.
+    #[arg(long)]
+    shard: Option<String>,
 }
 
 /// How input files are read (shared by the data-reading subcommands).
@@ -919,6 +925,20 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
     if let Some(d) = &a.device {
         base.optim.device = d.clone();
     }
+    if let Some(t) = a.threads {
+        base.optim.threads = t;
+    }
+    let shard = match &a.shard {
+        None => None,
+        Some(s) => {
+            let (k, n) = s.split_once('/').context("--shard takes K/N, e.g. 0/2")?;
+            let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
+            if n == 0 || k >= n {
+                bail!("--shard K/N needs 0 <= K < N, got {s}");
+            }
+            Some((k, n))
+        }
+    };
     if !a.data_root.is_dir() {
         bail!(
             "{} is not a folder: pass --data-root with the shared data sets",
@@ -932,6 +952,7 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
         methods,
         seeds,
         base,
+        shard,
     };
     let t0 = std::time::Instant::now();
     let r = compare::run(&cfg, &mut |line| eprintln!("{line}"))?;

@@ -127,6 +127,9 @@ pub struct CompareConfig {
     /// Configuration shared by every run (backbone, tuning, epochs...); data, strata,
     /// weighting, imbalance and seed are set per run.
     pub base: TrainConfig,
+    /// Run only the runs whose index is `k` modulo `n` (`(k, n)`), so that several processes
+    /// can share the matrix; a final run without a shard collects every result.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// Test metrics of one run.
@@ -286,6 +289,9 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
             for variant in variants {
                 for &seed in &c.seeds {
                     done += 1;
+                    if c.shard.is_some_and(|(k, n)| (done - 1) % n != k) {
+                        continue;
+                    }
                     let vname = variant.map(|w| format!("w{w:.1}"));
                     let mut dir = c.out.join("runs").join(&ds.name).join(&method.id);
                     if let Some(v) = &vname {
