@@ -52,10 +52,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in 0..steps + 1 {
         let t = Instant::now();
         opt.zero_grad();
-        let out = model.forward_t(&batch, true);
-        let loss = out.score.mse_loss(&y, Reduction::Mean)
-            + out.logits.as_ref().expect("classes").cross_entropy_for_logits(&c);
+        // The trainer's path: backbone, heads on a detached copy of the pooled representation,
+        // then one backward pass through the backbone (recomputing the layers when
+        // FINTUNE_CHECKPOINTING is set).
+        let pooled = model.forward_backbone(&batch, true);
+        let z = pooled.detach().set_requires_grad(true);
+        let (score, logits) = model.forward_heads(&z, true);
+        let loss = score.mse_loss(&y, Reduction::Mean)
+            + logits.as_ref().expect("classes").cross_entropy_for_logits(&c);
         loss.backward();
+        model.backward_backbone(&pooled, &z.grad());
         opt.clip_grad_norm(1.0);
         opt.step(sched.factor(s as u64));
         let _ = loss.double_value(&[]);
