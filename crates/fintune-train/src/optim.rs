@@ -5,6 +5,7 @@
 //! estimates, which exact `--resume` needs, so AdamW is written here on tensors: the update is
 //! PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
 
+use fintune_model::kernels::{adamw_cpu, AdamWScalars};
 use fintune_model::weights::Checkpoint;
 use fintune_model::{Param, Part};
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,12 @@ impl AdamW {
                     Some(m) => m.shallow_clone(),
                     None => s.param.shallow_clone(),
                 };
+                let wd = if s.decay { rates.weight_decay } else { 0.0 };
+                let h = AdamWScalars { lr, wd, beta1, beta2, eps, bc1, bc2_sqrt };
+                // One fused pass on CPU; eight tensor operations elsewhere.
+                if s.master.is_none() && adamw_cpu(&p, &g, &s.m, &s.v, h) {
+                    continue;
+                }
                 if s.decay && rates.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * rates.weight_decay);
                 }

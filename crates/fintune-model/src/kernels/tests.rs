@@ -110,3 +110,86 @@ fn cuda_kernels_match_the_fallbacks() {
     assert!(d < 1e-5);
     println!("CUDA kernels match the fallbacks on {} tensors and 7 pooling shapes", ts.len());
 }
+
+/// PyTorch's single-tensor AdamW update written as tensor operations.
+fn adamw_reference(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, h: AdamWScalars) {
+    let _ = p.g_mul_scalar_(1.0 - h.lr * h.wd);
+    let _ = m.lerp_(g, 1.0 - h.beta1);
+    let _ = v.g_mul_scalar_(h.beta2);
+    let _ = v.addcmul_(&(g * (1.0 - h.beta2)), g);
+    let denom = v.sqrt() / h.bc2_sqrt + h.eps;
+    let _ = p.addcdiv_(&(&*m * (-h.lr / h.bc1)), &denom);
+}
+
+#[test]
+fn one_pass_adamw_matches_the_tensor_update_for_many_shapes() {
+    tch::manual_seed(3);
+    let mut tested = 0;
+    for shape in shapes() {
+        let mk = || Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+        let (p0, m0, g) = (mk(), mk() * 0.1, mk());
+        let v0 = mk().square() * 0.01;
+        for t in 1..=3 {
+            let h = AdamWScalars {
+                lr: 1e-3 * t as f64,
+                wd: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                bc1: 1.0 - 0.9f64.powi(t),
+                bc2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt(),
+            };
+            let (mut pr, mut mr, mut vr) = (p0.copy(), m0.copy(), v0.copy());
+            adamw_reference(&mut pr, &g, &mut mr, &mut vr, h);
+            let (pf, mf, vf) = (p0.copy(), m0.copy(), v0.copy());
+            let fused = adamw_cpu(&pf, &g, &mf, &vf, h);
+            assert_eq!(fused, p0.numel() > 0, "shape {shape:?}");
+            if !fused {
+                continue;
+            }
+            tested += 1;
+            for (a, b, what) in [(&pf, &pr, "param"), (&mf, &mr, "m"), (&vf, &vr, "v")] {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(d <= 1e-6, "{what} of shape {shape:?} step {t}: max abs diff {d}");
+            }
+            assert!(pf.not_equal_tensor(&p0).any().int64_value(&[]) == 1, "the update moved p");
+        }
+    }
+    assert!(tested >= 15);
+}
+
+#[test]
+fn one_pass_adamw_declines_tensors_it_cannot_take() {
+    let h = AdamWScalars {
+        lr: 1e-3,
+        wd: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        bc1: 0.1,
+        bc2_sqrt: 0.001f64.sqrt(),
+    };
+    let t = || Tensor::ones([4, 6], (Kind::Float, Device::Cpu));
+    let p = t();
+    // Non-contiguous parameter, wrong kind, wrong size, aliasing: untouched, false.
+    assert!(!adamw_cpu(&t().transpose(0, 1), &t(), &t(), &t(), h));
+    assert!(!adamw_cpu(&p, &t().to_kind(Kind::Double), &t(), &t(), h));
+    assert!(!adamw_cpu(&p, &Tensor::ones([5], (Kind::Float, Device::Cpu)), &t(), &t(), h));
+    assert!(!adamw_cpu(&p, &p, &t(), &t(), h));
+    assert_eq!(p.sum(Kind::Float).double_value(&[]), 24.0);
+}
+
+#[test]
+fn one_pass_norms_agree_with_the_tensor_form() {
+    tch::manual_seed(4);
+    let t = Tensor::randn([700, 300], (Kind::Float, Device::Cpu));
+    // Contiguous float32 takes the one-pass loop; a transposed view and a float64 copy take
+    // the tensor form; all three must agree.
+    let n =
+        squared_norms_fallback(&[t.shallow_clone(), t.transpose(0, 1), t.to_kind(Kind::Double)])
+            .unwrap();
+    let want = t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
+    for i in 0..3 {
+        assert!(close(n.double_value(&[i]), want), "entry {i}: {} vs {want}", n.double_value(&[i]));
+    }
+}
