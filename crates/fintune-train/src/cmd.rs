@@ -47,9 +47,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct CompareArgs {
-    /// Output folder (runs, splits, results).
-    #[arg(long, default_value = "runs/compare")]
-    out: PathBuf,
+    /// Output folder (runs, splits, results). Default: runs/compare (runs/compare-quick with
+    /// --quick). Finished runs in it are reused when their configuration matches.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Folder with the shared data sets.
     #[arg(long, default_value = "../shared/data")]
     data_root: PathBuf,
@@ -945,8 +946,11 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
             a.data_root.display()
         );
     }
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if a.quick { "runs/compare-quick" } else { "runs/compare" })
+    });
     let cfg = CompareConfig {
-        out: a.out.clone(),
+        out: out.clone(),
         data_root: a.data_root.clone(),
         datasets,
         methods,
@@ -961,7 +965,7 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
         r.runs.len(),
         r.failures.len(),
         t0.elapsed().as_secs_f64() / 60.0,
-        a.out.join("results.md").display()
+        out.join("results.md").display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -253,6 +253,19 @@ pub fn split_dataset(ds: &DatasetSpec, data_root: &Path, dir: &Path) -> Result<[
 
 fn run_one(cfg: &TrainConfig, dir: &Path) -> Result<RunMetrics> {
     if dir.join("metrics.json").exists() {
+        // A finished run is reused only when it was made with this configuration (the thread
+        // count aside: it does not change the numbers).
+        let stored =
+            TrainConfig::from_toml_file(&dir.join("config.toml")).map_err(Error::Config)?;
+        let mut want = cfg.clone();
+        want.optim.threads = stored.optim.threads;
+        if stored != want {
+            return Err(Error::Config(format!(
+                "{} holds a finished run made with another configuration (see its config.toml); \
+                 use another --out or remove that folder",
+                dir.display()
+            )));
+        }
         return run::read_json(&dir.join("metrics.json"));
     }
     let resume = dir.join("checkpoint/trainer.json").exists();

@@ -1,6 +1,7 @@
 //! Integration tests of the trainer and the `fintune` command line.
 
 mod cli;
+mod compare;
 mod training;
 
 use std::path::{Path, PathBuf};
