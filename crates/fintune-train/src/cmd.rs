@@ -957,6 +957,11 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
         seeds,
         base,
         shard,
+        command: std::iter::once("fintune".to_owned())
+            .chain(std::env::args().skip(1))
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     let t0 = std::time::Instant::now();
     let r = compare::run(&cfg, &mut |line| eprintln!("{line}"))?;

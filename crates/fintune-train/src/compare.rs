@@ -130,6 +130,42 @@ pub struct CompareConfig {
     /// Run only the runs whose index is `k` modulo `n` (`(k, n)`), so that several processes
     /// can share the matrix; a final run without a shard collects every result.
     pub shard: Option<(usize, usize)>,
+    /// The command line that made the results, written into `results.md` (may be empty).
+    pub command: String,
+}
+
+/// Where and how results were made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The command line.
+    pub command: String,
+    /// Local date and time the results were written.
+    pub date: String,
+    /// CPU model, core count, memory, libtorch threads and CUDA devices.
+    pub machine: String,
+}
+
+/// A one-line description of this machine, from `/proc` where it exists.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+        .map_or("unknown CPU".to_owned(), |(_, m)| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(String::from("?"), |kib| format!("{:.0}", kib / 1024.0 / 1024.0));
+    format!(
+        "{model}, {cores} cores, {mem_gib} GiB, libtorch threads {}, CUDA devices {}",
+        tch::get_num_threads(),
+        tch::Cuda::device_count()
+    )
 }
 
 /// Test metrics of one run.
@@ -209,6 +245,7 @@ pub struct Results {
     pub backbone: String,
     pub tuning: String,
     pub epochs: usize,
+    pub provenance: Provenance,
 }
 
 /// The metrics reported in the tables: (key, lower is better).
@@ -380,6 +417,11 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
         backbone: c.base.model.backbone.display().to_string(),
         tuning: c.base.model.tuning.clone(),
         epochs: c.base.optim.epochs,
+        provenance: Provenance {
+            command: c.command.clone(),
+            date: chrono::Local::now().format("%Y-%m-%d %H:%M %Z").to_string(),
+            machine: machine_description(),
+        },
     };
     run::write_json(&c.out.join("results.json"), &results)?;
     run::write_atomic(&c.out.join("results.md"), markdown(&results, c).as_bytes())?;
@@ -520,6 +562,19 @@ pub fn markdown(r: &Results, c: &CompareConfig) -> String {
          the static-weight grid point are chosen on validation only; the numbers below are **test** \
          metrics, mean ± standard deviation over seeds.\n",
         r.backbone, r.tuning, r.epochs, c.seeds, r.split_seed
+    );
+    let prov = &r.provenance;
+    if !prov.command.is_empty() {
+        let _ = writeln!(s, "Command: `{}`  ", prov.command);
+    }
+    let compute_min: f64 = r.runs.iter().map(|x| x.train_s).sum::<f64>() / 60.0;
+    let _ = writeln!(
+        s,
+        "Written {} on {}; {} runs ({} failed), {compute_min:.1} min of training in all.\n",
+        prov.date,
+        prov.machine,
+        r.runs.len(),
+        r.failures.len()
     );
     for (ds, sums) in &r.summaries {
         let _ = writeln!(s, "## {ds}\n");

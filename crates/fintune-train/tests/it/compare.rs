@@ -27,6 +27,7 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
         seeds: vec![1, 2],
         base,
         shard: None,
+        command: "fintune compare (test)".into(),
     }
 }
 
@@ -78,7 +79,15 @@ fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
     assert_eq!(fiqa[1].chosen.as_deref(), Some(best));
     assert!(fiqa[2].tests.contains_key("vs single"), "ours is tested against single-task");
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    for needle in ["single", "mtl-das-dwa", "mse", "acc_polarity", "Wilcoxon"] {
+    for needle in [
+        "single",
+        "mtl-das-dwa",
+        "mse",
+        "acc_polarity",
+        "Wilcoxon",
+        "fintune compare (test)",
+        "cores",
+    ] {
         assert!(md.contains(needle), "results.md lacks {needle}:\n{md}");
     }
     let json: serde_json::Value =
