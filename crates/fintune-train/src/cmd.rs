@@ -93,6 +93,10 @@ struct CompareArgs {
     /// K/N: run every N-th run starting at K (0-based), to share the matrix between processes.
     #[arg(long)]
     shard: Option<String>,
+    /// Keep every finished run's model/ folder (by default only the metrics, history, plots
+    /// and report stay; checkpoints are always removed once a run has finished).
+    #[arg(long)]
+    keep_models: bool,
 }
 
 /// How input files are read (shared by the data-reading subcommands).
@@ -957,6 +961,7 @@ fn compare(a: &CompareArgs) -> Result<ExitCode> {
         seeds,
         base,
         shard,
+        keep_models: a.keep_models,
         command: std::iter::once("fintune".to_owned())
             .chain(std::env::args().skip(1))
             .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })

@@ -132,6 +132,10 @@ pub struct CompareConfig {
     pub shard: Option<(usize, usize)>,
     /// The command line that made the results, written into `results.md` (may be empty).
     pub command: String,
+    /// Keep each finished run's `model/` folder. Default: false (a MiniLM model is 87 MB, the
+    /// full matrix 285 runs). A finished run's `checkpoint/` (only needed to resume) is always
+    /// removed.
+    pub keep_models: bool,
 }
 
 /// Where and how results were made.
@@ -288,7 +292,7 @@ pub fn split_dataset(ds: &DatasetSpec, data_root: &Path, dir: &Path) -> Result<[
     Ok(paths)
 }
 
-fn run_one(cfg: &TrainConfig, dir: &Path) -> Result<RunMetrics> {
+fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetrics> {
     if dir.join("metrics.json").exists() {
         // A finished run is reused only when it was made with this configuration (the thread
         // count aside: it does not change the numbers).
@@ -313,7 +317,18 @@ fn run_one(cfg: &TrainConfig, dir: &Path) -> Result<RunMetrics> {
     };
     let mut progress = crate::progress::Silent;
     match trainer::train(&cfg, dir, &RunOptions { resume, stop_after: None }, &mut progress)? {
-        Outcome::Finished(m) => Ok(*m),
+        Outcome::Finished(m) => {
+            let mut drop = vec![dir.join("checkpoint")];
+            if !keep_models {
+                drop.push(dir.join("model"));
+            }
+            for d in drop {
+                if d.exists() {
+                    std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                }
+            }
+            Ok(*m)
+        }
         Outcome::Interrupted { .. } => Err(Error::Config("interrupted".into())),
     }
 }
@@ -361,7 +376,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                     cfg.optim.seed = seed;
                     cfg.out = Some(dir.clone());
                     let t0 = std::time::Instant::now();
-                    match run_one(&cfg, &dir) {
+                    match run_one(&cfg, &dir, c.keep_models) {
                         Ok(m) => {
                             let test = m
                                 .test

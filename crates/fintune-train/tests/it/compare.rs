@@ -28,6 +28,7 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
         base,
         shard: None,
         command: "fintune compare (test)".into(),
+        keep_models: false,
     }
 }
 
@@ -57,6 +58,10 @@ fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
         counts.push(r.runs.len());
     }
     assert_eq!(counts, [4, 4]);
+    // Finished runs keep their results but not the checkpoint or (by default) the model.
+    let one = out.join("runs/fiqa/single/seed1");
+    assert!(one.join("metrics.json").exists() && one.join("history.csv").exists());
+    assert!(!one.join("checkpoint").exists() && !one.join("model").exists());
 
     // The unsharded pass reuses all 8 finished runs and writes the results.
     c.shard = None;
