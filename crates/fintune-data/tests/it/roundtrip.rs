@@ -44,8 +44,9 @@ fn rows() -> impl Strategy<Value = Vec<Row>> {
         raw.into_iter()
             .enumerate()
             .map(|(i, (text, score, negative_zero, target, source, group, id_tail))| Row {
-                // Unique, non-empty ids with odd characters.
-                id: format!("{i}{id_tail}"),
+                // Unique, non-empty ids with odd characters: the index ends at the first
+                // ':', so "1" + "7x" and "17" + "x" cannot collide.
+                id: format!("{i}:{id_tail}"),
                 text,
                 score: if negative_zero && score == 0.0 { -0.0 } else { score },
                 target,
