@@ -11,7 +11,7 @@ pub enum Error {
     /// A method name that [`WeightingSpec`](crate::WeightingSpec) does not know.
     #[error(
         "unknown task-weighting method {name:?}; expected one of: dwa, equal, \
-         static:<w1>,<w2>,..., uncertainty, gradnorm, dwa-liu, dao, famo, pcgrad"
+         static:<w1>,<w2>,..., uncertainty, gradnorm, dwa-liu, dao, famo, pcgrad, dwa-main"
     )]
     UnknownMethod {
         /// The name as given.

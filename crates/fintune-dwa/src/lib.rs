@@ -10,11 +10,13 @@
 //! Main types:
 //! - [`TaskWeighting`]: the trait every method implements.
 //! - [`WeightingSpec`]: a method by name (`dwa`, `equal`, `static:0.7,0.3`, `uncertainty`,
-//!   `gradnorm`, `dwa-liu`, `dao`, `famo`, `pcgrad`); [`WeightingSpec::build`] makes it.
+//!   `gradnorm`, `dwa-liu`, `dao`, `famo`, `pcgrad`, `dwa-main`); [`WeightingSpec::build`]
+//!   makes it.
 //! - [`WeightingConfig`]: every constant of every method, with defaults, deserialisable from
 //!   the trainer's TOML.
 //! - The methods: [`Dwa`] (ours), [`Equal`], [`Static`], [`Uncertainty`], [`GradNorm`],
-//!   [`DwaLiu`], [`Dao`], [`Famo`], [`PcGrad`].
+//!   [`DwaLiu`], [`Dao`], [`Famo`], [`PcGrad`]; and [`DwaMain`] (main-task-first DWA, for one
+//!   main task with auxiliaries; its weights do not sum to `T`: the main weight is 1).
 //!
 //! Weights are finite, positive and sum to the number of tasks `T`, except for
 //! [`Uncertainty`], whose Kendall et al. weights are used unnormalised by default.
@@ -67,6 +69,7 @@ mod adam;
 mod dao;
 mod dwa;
 mod dwa_liu;
+mod dwa_main;
 mod error;
 mod famo;
 mod fixed;
@@ -76,6 +79,7 @@ mod observation;
 mod pcgrad;
 mod persist;
 mod rng;
+mod sample_weights;
 mod spec;
 mod uncertainty;
 mod weights;
@@ -83,12 +87,14 @@ mod weights;
 pub use dao::{Dao, DaoConfig};
 pub use dwa::{Dwa, DwaConfig};
 pub use dwa_liu::{DwaLiu, DwaLiuConfig};
+pub use dwa_main::{DwaMain, DwaMainConfig, Schedule};
 pub use error::Error;
 pub use famo::{Famo, FamoConfig, FamoUpdate};
 pub use fixed::{Equal, Static};
 pub use gradnorm::{GradNorm, GradNormConfig};
 pub use observation::{BatchCharacteristics, EpochObservation, StepObservation, TaskKind};
 pub use pcgrad::{PcGrad, PcGradConfig};
+pub use sample_weights::{rarity_sample_weights, SampleWeightConfig};
 pub use spec::{WeightingConfig, WeightingSpec};
 pub use uncertainty::{Uncertainty, UncertaintyConfig};
 pub use weights::{Terms, Weights};

@@ -7,16 +7,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
 use crate::{
-    Dao, DaoConfig, Dwa, DwaConfig, DwaLiu, DwaLiuConfig, Equal, Famo, FamoConfig, GradNorm,
-    GradNormConfig, PcGrad, PcGradConfig, Static, TaskKind, TaskWeighting, Uncertainty,
-    UncertaintyConfig,
+    Dao, DaoConfig, Dwa, DwaConfig, DwaLiu, DwaLiuConfig, DwaMain, DwaMainConfig, Equal, Famo,
+    FamoConfig, GradNorm, GradNormConfig, PcGrad, PcGradConfig, Static, TaskKind, TaskWeighting,
+    Uncertainty, UncertaintyConfig,
 };
 
 #[cfg(test)]
 mod tests;
 
 /// A task-weighting method by name: `dwa`, `equal`, `static:<w1>,<w2>,...`, `uncertainty`,
-/// `gradnorm`, `dwa-liu`, `dao`, `famo` or `pcgrad`.
+/// `gradnorm`, `dwa-liu`, `dao`, `famo`, `pcgrad` or `dwa-main`.
 ///
 /// [`FromStr`] parses those names (surrounding whitespace ignored, names case-sensitive);
 /// [`fmt::Display`] writes the canonical form back (`static:0.70,0.3` displays as
@@ -43,6 +43,9 @@ pub enum WeightingSpec {
     Famo,
     /// [`PcGrad`].
     PcGrad,
+    /// [`DwaMain`]: main-task-first DWA (task 0 main). Not in
+    /// [`all_defaults`](WeightingSpec::all_defaults): its weights do not sum to `T`.
+    DwaMain,
 }
 
 impl WeightingSpec {
@@ -87,6 +90,7 @@ impl WeightingSpec {
             WeightingSpec::Dao => Box::new(Dao::new(num_tasks, config.dao.clone())?),
             WeightingSpec::Famo => Box::new(Famo::new(num_tasks, config.famo.clone())?),
             WeightingSpec::PcGrad => Box::new(PcGrad::new(num_tasks, config.pcgrad.clone())?),
+            WeightingSpec::DwaMain => Box::new(DwaMain::new(num_tasks, config.dwa_main.clone())?),
         })
     }
 }
@@ -137,6 +141,7 @@ impl FromStr for WeightingSpec {
             "dao" => WeightingSpec::Dao,
             "famo" => WeightingSpec::Famo,
             "pcgrad" => WeightingSpec::PcGrad,
+            "dwa-main" => WeightingSpec::DwaMain,
             _ => {
                 let Some(list) = name.strip_prefix("static:") else {
                     if name == "static" {
@@ -184,6 +189,7 @@ impl fmt::Display for WeightingSpec {
             WeightingSpec::Dao => "dao",
             WeightingSpec::Famo => "famo",
             WeightingSpec::PcGrad => "pcgrad",
+            WeightingSpec::DwaMain => "dwa-main",
         };
         f.write_str(name)
     }
@@ -236,6 +242,9 @@ pub struct WeightingConfig {
     pub famo: FamoConfig,
     /// [`PcGrad`] constants.
     pub pcgrad: PcGradConfig,
+    /// [`DwaMain`] constants.
+    #[serde(rename = "dwa-main", alias = "dwa_main")]
+    pub dwa_main: DwaMainConfig,
 }
 
 impl WeightingConfig {
