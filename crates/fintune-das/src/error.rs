@@ -123,4 +123,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Inputs of a computation that do not fit together (lengths, shapes, unusable rows).
+    #[error("invalid {what} input: {reason}")]
+    InvalidInput {
+        /// The computation (e.g. "fusion", "mix selection", "task sampling").
+        what: &'static str,
+        /// What is wrong, naming the row or entry.
+        reason: String,
+    },
 }

@@ -33,6 +33,9 @@
 //!   Serde-serialisable and `Display`-able.
 //! - [`stratified_split`] / [`stratified_split_by`]: deterministic stratified, grouped splits.
 //! - [`Rarity`] / [`rarity`]: inverse smoothed label density weights (LDS).
+//! - [`soft_targets`] / [`soft_targets_all`]: Gaussian-smoothed (soft ordinal) class targets;
+//!   [`class_means`], [`fuse`] and [`pick_mix`]: prediction fusion of the regression and
+//!   classification heads.
 //!
 //! # Example
 //! ```
@@ -66,12 +69,17 @@ mod dp;
 mod error;
 mod group;
 mod rarity;
+mod soft_ordinal;
 mod split;
 mod strat;
 
 pub use config::{Classes, DasConfig};
 pub use error::Error;
 pub use rarity::{rarity, Rarity};
+pub use soft_ordinal::{
+    class_means, default_mix_grid, fuse, pick_mix, soft_targets, soft_targets_all, MixChoice,
+    DEFAULT_SIGMA,
+};
 pub use split::{stratified_split, stratified_split_by};
 pub use strat::{
     ChiSquare, ClassInfo, ClassWeighting, Constraints, KSummary, Method, Stratification,

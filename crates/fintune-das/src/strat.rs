@@ -620,7 +620,7 @@ fn check_k(k: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_thresholds(ts: &[f64]) -> Result<(), Error> {
+pub(crate) fn check_thresholds(ts: &[f64]) -> Result<(), Error> {
     if ts.is_empty() {
         return Err(Error::InvalidThresholds { reason: "at least one threshold is needed".into() });
     }

@@ -342,3 +342,72 @@ fn divide_and_conquer_matches_the_quadratic_dp() {
         assert_eq!(dc, quad, "case {case}: n={n} {cfg:?}");
     }
 }
+
+/// Issue 16 asks for many narrow classes (K up to 16). Nothing in the crate caps K
+/// (`Classes::Fixed(k)` takes any `k >= 2`, `max_classes` any value >= 2); these check that the
+/// DP stays exact at K = 12, 14 and 16 against brute force (small inputs, where enumerating every
+/// cut set is cheap) and against the quadratic DP (larger inputs).
+#[test]
+fn k_up_to_16_matches_brute_force() {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let mut solved16 = 0;
+    for _ in 0..12 {
+        let n = rng.random_range(16..=18);
+        let scores: Vec<f32> =
+            (0..n).map(|_| (rng.random_range(-1000..=1000) as f32) / 1000.0).collect();
+        let s = Setup {
+            a: [0.0, 0.3, 0.7, 1.0][rng.random_range(0..4)],
+            min_count: 1,
+            min_width: [0.0, 0.01][rng.random_range(0..2)],
+            zero_cut: rng.random_bool(0.25),
+        };
+        for k in [12, 14, 16] {
+            check_fixed(&scores, k, &s);
+        }
+        solved16 +=
+            usize::from(Stratification::fit(&scores, &s.config(Classes::Fixed(16))).is_ok());
+    }
+    assert!(solved16 >= 6, "only {solved16} of 12 cases had a feasible K = 16");
+}
+
+#[test]
+fn k_16_divide_and_conquer_matches_the_quadratic_dp() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1616);
+    for case in 0..12 {
+        let n = rng.random_range(200..1500);
+        let scores: Vec<f32> = (0..n)
+            .map(|_| {
+                let u: f64 = rng.random();
+                let x = (u.powf(rng.random_range(0.5f64..2.0)) * 2.0 - 1.0) as f32;
+                (x * 1000.0).round() / 1000.0
+            })
+            .collect();
+        let cfg = DasConfig::default()
+            .balance_weight([0.0, 0.7, 1.0][case % 3])
+            .min_width([0.0, 0.02, 0.05][rng.random_range(0..3)])
+            .zero_cut(case % 4 == 0);
+        let (dc, quad) = both(&scores, &cfg, 16);
+        assert_eq!(dc, quad, "case {case}: n={n} {cfg:?}");
+        assert!(dc[16].is_some(), "case {case}: K = 16 is feasible here");
+    }
+}
+
+#[test]
+fn sixteen_narrow_classes_fit_with_the_default_constraints() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let scores: Vec<f32> =
+        (0..2000).map(|_| (rng.random_range(-1000..=1000) as f32) / 1000.0).collect();
+    let das =
+        Stratification::fit(&scores, &DasConfig::default().classes(Classes::Fixed(16))).unwrap();
+    assert_eq!(das.num_classes(), 16);
+    assert!(das.counts().iter().all(|&c| c >= 40), "min_count max(8, 2% of 2000) holds");
+    for w in das.thresholds.windows(2) {
+        assert!(w[1] - w[0] >= 0.05 - 1e-12, "inner classes at least min_width wide");
+    }
+    let auto = Stratification::fit(
+        &scores,
+        &DasConfig::default().max_classes(16).explained_variance(0.999),
+    )
+    .unwrap();
+    assert!(auto.num_classes() <= 16 && auto.k_scan.iter().any(|k| k.k == 16));
+}
