@@ -282,13 +282,7 @@ pub(crate) fn default_group(kind: DefaultGroup, id: &str, text: &str) -> String 
         DefaultGroup::Id => format!("id:{id}"),
         DefaultGroup::ExactText => format!("text:{text}"),
         DefaultGroup::NormalizedText => {
-            let key: String =
-                text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-            if key.is_empty() {
-                format!("text:{text}")
-            } else {
-                format!("text:{key}")
-            }
+            format!("text:{}", crate::dedup::normalized_text_key(text))
         }
     }
 }

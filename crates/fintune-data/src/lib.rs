@@ -14,6 +14,8 @@
 //! - [`BatchReader`]: one file as a stream of validated batches (bounded memory).
 //! - [`BatchWriter`], [`write_dataset`], [`convert`]: atomic writers for every format, with any
 //!   columns (predictions); any-to-any conversion in bounded memory.
+//! - [`dedup_across_sets`] / [`dedup_datasets`]: drop training texts that are validation or
+//!   test texts of any set (normalised text), with a [`DedupReport`] for `metrics.json`.
 //! - [`Summary`]: row count, score statistics, 10-bin histogram, text lengths.
 //! - [`Problem`] / [`ProblemReport`]: every problem with file, 1-based line or row, column and
 //!   reason; [`Error::Invalid`] displays the first 20 and the total.
@@ -47,6 +49,7 @@
 
 mod arrow_util;
 mod dataset;
+mod dedup;
 mod error;
 mod format;
 mod options;
@@ -58,6 +61,10 @@ mod validate;
 mod write;
 
 pub use dataset::Dataset;
+pub use dedup::{
+    dedup_across_sets, dedup_datasets, normalized_text_key, DatasetSplits, Dedup, DedupReport,
+    SetDedup, SetSplits, DEDUP_RULE,
+};
 pub use error::Error;
 pub use format::Format;
 pub use options::{DefaultGroup, ReadOptions, ScoreRange};
