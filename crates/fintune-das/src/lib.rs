@@ -36,6 +36,8 @@
 //! - [`soft_targets`] / [`soft_targets_all`]: Gaussian-smoothed (soft ordinal) class targets;
 //!   [`class_means`], [`fuse`] and [`pick_mix`]: prediction fusion of the regression and
 //!   classification heads.
+//! - [`TaskSampler`] / [`task_probabilities`]: seeded temperature sampling of tasks for batches
+//!   that mix `T` tasks.
 //!
 //! # Example
 //! ```
@@ -72,6 +74,7 @@ mod rarity;
 mod soft_ordinal;
 mod split;
 mod strat;
+mod task_sampling;
 
 pub use config::{Classes, DasConfig};
 pub use error::Error;
@@ -84,3 +87,4 @@ pub use split::{stratified_split, stratified_split_by};
 pub use strat::{
     ChiSquare, ClassInfo, ClassWeighting, Constraints, KSummary, Method, Stratification,
 };
+pub use task_sampling::{task_probabilities, TaskSampler, TaskSamplerState, TaskSampling};
