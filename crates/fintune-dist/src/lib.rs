@@ -48,7 +48,7 @@ pub use grad::GradBuckets;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -392,6 +392,7 @@ fn bucket_ends(tensors: &[Tensor], bucket_bytes: usize) -> Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn buckets_split_by_size_and_dtype() {
