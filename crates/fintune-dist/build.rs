@@ -4,7 +4,9 @@
 //! - libtorch: the folder torch-sys found (`DEP_TCH_LIBTORCH_LIB`), else `$LIBTORCH/lib`.
 //! - Gloo's headers, which `ProcessGroupGloo.hpp` includes but the torch wheel does not ship:
 //!   `$GLOO_INCLUDE`, else `/usr/include` (Debian's `libgloo-dev`, installed by
-//!   `cargo xtask setup`). Declarations only: no Gloo symbol is linked from outside libtorch.
+//!   `cargo xtask setup`), else `.fintune/gloo/usr/include` (the same package unpacked without
+//!   root: `apt-get download libgloo-dev && dpkg -x libgloo-dev_*.deb .fintune/gloo`).
+//!   Declarations only: no Gloo symbol is linked from outside libtorch.
 //! - With the `cuda` feature: also `ProcessGroupNCCL` (libtorch_cuda), with the CUDA and NCCL
 //!   headers beside libtorch (pip's `nvidia/cu13/include`, `nvidia/nccl/include`), in
 //!   `$CUDA_HOME/include`, or in `$FINTUNE_DIST_CUDA_INCLUDE` (folders separated by `:`).
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 /// The install line for the Gloo headers, repeated in the error message and the README.
 const GLOO_HINT: &str = "apt-get install -y --no-install-recommends libgloo-dev \
      (Debian/Ubuntu; `cargo xtask setup` runs it; check with \
-     `dpkg-query -W -f='${Version}' libgloo-dev`, tested with 0.0~git20220518.5b14351-3), \
+     `dpkg-query -W -f='${Version}' libgloo-dev`, tested with 0.0~git20220518.5b14351-3); \
+     without root: `apt-get download libgloo-dev && dpkg -x libgloo-dev_*.deb .fintune/gloo`; \
      or set GLOO_INCLUDE to a folder holding gloo/ (e.g. pytorch/third_party/gloo)";
 
 fn main() {
@@ -78,7 +81,15 @@ fn libtorch_lib() -> PathBuf {
 fn gloo_include() -> PathBuf {
     let candidates: Vec<PathBuf> = match std::env::var_os("GLOO_INCLUDE") {
         Some(dir) => vec![PathBuf::from(dir)],
-        None => vec![PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include")],
+        None => {
+            let manifest =
+                PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+            vec![
+                PathBuf::from("/usr/include"),
+                PathBuf::from("/usr/local/include"),
+                manifest.join("../../.fintune/gloo/usr/include"),
+            ]
+        }
     };
     match candidates.into_iter().find(|d| d.join("gloo/rendezvous/store.h").exists()) {
         Some(dir) => dir,

@@ -46,6 +46,8 @@ fn minilm_shapes() -> Vec<(String, Vec<i64>)> {
             s.push((format!("{p}.{name}"), shape));
         }
     }
+    s.push(("pooler.dense.weight".to_string(), vec![h, h]));
+    s.push(("pooler.dense.bias".to_string(), vec![h]));
     s
 }
 

@@ -175,19 +175,26 @@ impl ProcessGroup {
         let too_large = |what: &str| Error::Invalid(format!("{what} is too large"));
         let rank_c = i32::try_from(rank).map_err(|_| too_large("the rank"))?;
         let world_c = i32::try_from(world_size).map_err(|_| too_large("the world size"))?;
-        let timeout_ms = i64::try_from(timeout.as_millis()).map_err(|_| too_large("the timeout"))?;
+        let timeout_ms =
+            i64::try_from(timeout.as_millis()).map_err(|_| too_large("the timeout"))?;
         let path;
         let (args, gloo_host) = match store {
             Store::Tcp { host, port } | Store::TcpClient { host, port } => {
-                let kind =
-                    if matches!(store, Store::Tcp { .. }) { ffi::STORE_TCP } else { ffi::STORE_TCP_CLIENT };
+                let kind = if matches!(store, Store::Tcp { .. }) {
+                    ffi::STORE_TCP
+                } else {
+                    ffi::STORE_TCP_CLIENT
+                };
                 let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
-                (ffi::StoreArgs { kind, target: host, port: *port }, loopback.then_some(host.as_str()))
+                (
+                    ffi::StoreArgs { kind, target: host, port: *port },
+                    loopback.then_some(host.as_str()),
+                )
             }
             Store::File(p) => {
-                path = p.to_str().ok_or_else(|| {
-                    Error::Invalid(format!("{} is not valid UTF-8", p.display()))
-                })?;
+                path = p
+                    .to_str()
+                    .ok_or_else(|| Error::Invalid(format!("{} is not valid UTF-8", p.display())))?;
                 (ffi::StoreArgs { kind: ffi::STORE_FILE, target: path, port: 0 }, None)
             }
         };
@@ -288,8 +295,11 @@ impl ProcessGroup {
 
     /// Blocks until every rank has called it (or the group's timeout has passed).
     pub fn barrier(&self) -> Result<()> {
-        ffi::barrier(&self.raw)
-            .map_err(|message| Error::Collective { op: "barrier", rank: self.rank, message })
+        ffi::barrier(&self.raw).map_err(|message| Error::Collective {
+            op: "barrier",
+            rank: self.rank,
+            message,
+        })
     }
 
     fn gather_unchecked(&self, tensor: &Tensor) -> std::result::Result<Vec<Tensor>, String> {
@@ -324,11 +334,11 @@ impl ProcessGroup {
             )));
         }
         let numel: usize = tensors.iter().map(Tensor::numel).sum();
-        let mine = [op as i64, root as i64, tensors.len() as i64, numel as i64, layout_hash(tensors)];
+        let mine =
+            [op as i64, root as i64, tensors.len() as i64, numel as i64, layout_hash(tensors)];
         let descriptor = Tensor::from_slice(&mine);
         let all = self.gather_unchecked(&descriptor).map_err(|m| self.failed(op, m))?;
-        let rows: Vec<Vec<i64>> =
-            all.iter().map(Vec::<i64>::try_from).collect::<Result<_, _>>()?;
+        let rows: Vec<Vec<i64>> = all.iter().map(Vec::<i64>::try_from).collect::<Result<_, _>>()?;
         if rows.iter().all(|r| r.as_slice() == mine) {
             return Ok(());
         }
@@ -336,8 +346,18 @@ impl ProcessGroup {
             .iter()
             .enumerate()
             .map(|(r, d)| {
-                let root = if d[0] == Op::Broadcast as i64 { format!(" from rank {}", d[1]) } else { String::new() };
-                format!("rank {r}: {}{root} of {} tensors with {} elements, layout hash {:x}", Op::describe(d[0]), d[2], d[3], d[4])
+                let root = if d[0] == Op::Broadcast as i64 {
+                    format!(" from rank {}", d[1])
+                } else {
+                    String::new()
+                };
+                format!(
+                    "rank {r}: {}{root} of {} tensors with {} elements, layout hash {:x}",
+                    Op::describe(d[0]),
+                    d[2],
+                    d[3],
+                    d[4]
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");

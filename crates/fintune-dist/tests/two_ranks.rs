@@ -19,8 +19,14 @@ fn free_port() -> Result<u16> {
 }
 
 fn spawn(scenario: &str, rank: usize, store: &str) -> Result<Child> {
-    Command::new(std::env::current_exe()?)
-        .args(["rank_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if store.starts_with("file:") {
+        // Gloo binds to the named interface (createDeviceForInterface); the TCP tests bind to
+        // the store's loopback address (createDeviceForHostname), the single-rank unit test
+        // to the default device.
+        cmd.env("GLOO_SOCKET_IFNAME", "lo");
+    }
+    cmd.args(["rank_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("FD_SCENARIO", scenario)
         .env("FD_RANK", rank.to_string())
         .env("FD_STORE", store)
@@ -117,7 +123,13 @@ fn missing_server_fails_within_timeout() -> Result<()> {
 
 fn store_from_env(spec: &str) -> Result<Store> {
     if let Some(port) = spec.strip_prefix("tcp:") {
-        return Ok(Store::Tcp { host: "127.0.0.1".into(), port: port.parse()? });
+        let (host, port) = ("127.0.0.1".to_string(), port.parse()?);
+        // Rank 1 takes the client-only store kind (torchrun's agent store) to exercise it.
+        return Ok(if std::env::var("FD_RANK")? == "1" {
+            Store::TcpClient { host, port }
+        } else {
+            Store::Tcp { host, port }
+        });
     }
     if let Some(path) = spec.strip_prefix("file:") {
         return Ok(Store::File(path.into()));
@@ -142,7 +154,13 @@ fn collectives(pg: &ProcessGroup) -> Result<()> {
     // Bucketed: 5 tensors of different shapes, 64-byte buckets (several per call, one
     // tensor larger than a bucket), plus a float64 tensor that starts its own bucket.
     let mut ts: Vec<Tensor> = (0..5i64)
-        .map(|i| Tensor::full([i + 1, 7], f64::from(r + 1.0) * (i + 1) as f64, (Kind::Float, tch::Device::Cpu)))
+        .map(|i| {
+            Tensor::full(
+                [i + 1, 7],
+                f64::from(r + 1.0) * (i + 1) as f64,
+                (Kind::Float, tch::Device::Cpu),
+            )
+        })
         .collect();
     ts.push(Tensor::from_slice(&[f64::from(r) + 0.25]));
     pg.allreduce_bucketed(&mut ts, ReduceOp::Sum, 64)?;
