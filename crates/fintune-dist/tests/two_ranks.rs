@@ -102,6 +102,7 @@ fn missing_peer_fails_within_timeout() -> Result<()> {
     ensure!(elapsed >= timeout - Duration::from_millis(500), "gave up early: {elapsed:?}");
     ensure!(matches!(err, Error::Init { rank: 0, world_size: 2, .. }), "{err:?}");
     let msg = err.to_string();
+    eprintln!("missing peer, after {elapsed:?}: {msg}");
     ensure!(msg.contains("gloo process group as rank 0 of 2"), "{msg}");
     ensure!(msg.to_lowercase().contains("time"), "no timeout in: {msg}");
     Ok(())
@@ -114,7 +115,10 @@ fn missing_server_fails_within_timeout() -> Result<()> {
     let start = Instant::now();
     let err = ProcessGroup::new(&store, 1, 2, timeout).expect_err("rank 0 never serves");
     let elapsed = start.elapsed();
-    ensure!(elapsed < timeout + Duration::from_secs(5), "took {elapsed:?}");
+    // c10d's client retries its connection with a back-off that can overrun the timeout by
+    // a few seconds (7.2 s for 3 s measured under load).
+    ensure!(elapsed < timeout + Duration::from_secs(10), "took {elapsed:?}");
+    eprintln!("missing server, after {elapsed:?}: {err}");
     ensure!(matches!(err, Error::Init { rank: 1, .. }), "{err:?}");
     Ok(())
 }
