@@ -6,7 +6,8 @@
 //! allreduce (single tensor, or bucketed/coalesced over a list), broadcast, all-gather and
 //! barrier on `tch::Tensor`s in place. [`GradBuckets`] puts a `VarStore`'s trainable variables
 //! into one fixed order (sorted by name: the `VarStore`'s own order is a `HashMap` order that
-//! differs per process) and allreduces their gradients in buckets.
+//! differs per process) and allreduces their gradients in buckets. [`Launch::from_env`] reads a
+//! rank's place in the job from torchrun's, a Kubernetes PyTorchJob's or Slurm's variables.
 //!
 //! Every failure comes back as an [`Error`], never an abort: a peer that never joins fails
 //! [`ProcessGroup::new`] within its timeout, a peer that leaves fails the collective, and
@@ -41,9 +42,11 @@
 mod error;
 mod ffi;
 mod grad;
+mod launch;
 
 pub use error::Error;
 pub use grad::GradBuckets;
+pub use launch::Launch;
 
 use std::path::PathBuf;
 use std::time::Duration;
