@@ -40,6 +40,7 @@ commands:
                  trains as fast as a release build; FINTUNE_RELEASE=1 uses a release build)
   bench-model    MiniLM forward/backward time per batch: fintune vs PyTorch eager (needs --full setup)
   bench-peer     fine-tune MiniLM with fintune and with PyTorch+transformers, side by side
+                 (both: --backbone mpnet for all-mpnet-base-v2, or --backbone DIR)
   compare [ARGS] setup, then `fintune compare ARGS` (the experiment matrix)
   gpu-check      on a GPU machine: build with --features cuda, run GPU tests and benches
 ";
