@@ -23,6 +23,31 @@ fn last_json_line(out: &str) -> Result<String> {
         .context("no JSON result line in the output")
 }
 
+/// The `--backbone minilm|mpnet|DIR` option (default minilm), taken out of `args`: the setup
+/// that provides it and its folder below `.fintune/models` (or the folder given).
+fn backbone_option(args: &[String]) -> Result<(setup::Options, String, Vec<String>)> {
+    let mut rest = Vec::new();
+    let mut name = "minilm".to_owned();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--backbone" {
+            name = it.next().context("--backbone needs minilm, mpnet or a model folder")?.clone();
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let mut opts = setup::Options { full: true, ..Default::default() };
+    let dir = match name.as_str() {
+        "minilm" => "all-MiniLM-L6-v2".to_owned(),
+        "mpnet" => {
+            opts.backbones.push("mpnet".into());
+            "all-mpnet-base-v2".to_owned()
+        }
+        other => std::path::absolute(other)?.to_string_lossy().into_owned(),
+    };
+    Ok((opts, dir, rest))
+}
+
 fn threads() -> usize {
     std::env::var("FINTUNE_BENCH_THREADS")
         .ok()
@@ -30,16 +55,19 @@ fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// `cargo xtask bench-model [BATCH SEQ ITERS]`: MiniLM forward and forward+backward per
-/// batch, fintune against PyTorch eager + transformers, same threads.
+/// `cargo xtask bench-model [--backbone minilm|mpnet|DIR] [BATCH SEQ ITERS]`: forward and
+/// forward+backward per batch (MiniLM by default), fintune against PyTorch eager +
+/// transformers, same threads.
 pub fn model(args: &[String]) -> Result<()> {
-    let lay = setup::run(&setup::Options { full: true, ..Default::default() })?;
+    let (opts, backbone, args) = backbone_option(args)?;
+    let args = &args;
+    let lay = setup::run(&opts)?;
     let b = args.first().cloned().unwrap_or_else(|| "32".into());
     let l = args.get(1).cloned().unwrap_or_else(|| "64".into());
     let iters = args.get(2).cloned().unwrap_or_else(|| "20".into());
     let t = threads().to_string();
-    let dir = lay.home.join("models/all-MiniLM-L6-v2");
-    println!("bench-model: MiniLM, batch {b} x {l} tokens, {iters} timed iterations (median), {t} threads");
+    let dir = lay.home.join("models").join(&backbone);
+    println!("bench-model: {backbone}, batch {b} x {l} tokens, {iters} timed iterations (median), {t} threads");
     let rust = match capture(
         cargo()
             .args([
@@ -84,11 +112,15 @@ pub fn model(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench-peer [EPOCHS]`: fine-tunes MiniLM on FiQA (a 90/10 split of the shared
-/// training file) with fintune and with a PyTorch + transformers script using the same
-/// hyperparameters, in one invocation; prints samples/s, peak RSS and validation MSE of both.
+/// `cargo xtask bench-peer [--backbone minilm|mpnet|DIR] [EPOCHS]`: fine-tunes MiniLM (or the
+/// backbone given) on FiQA (a 90/10 split of the shared training file) with fintune and with
+/// a PyTorch + transformers script using the same hyperparameters, in one invocation; prints
+/// samples/s, peak RSS and validation MSE of both.
 pub fn peer(args: &[String]) -> Result<()> {
-    let lay = setup::run(&setup::Options { full: true, ..Default::default() })?;
+    let (opts, backbone, args) = backbone_option(args)?;
+    let args = &args;
+    let lay = setup::run(&opts)?;
+    let dir = lay.home.join("models").join(&backbone);
     let epochs = args.first().cloned().unwrap_or_else(|| "3".into());
     let t = threads().to_string();
     let root = project_root();
@@ -96,7 +128,7 @@ pub fn peer(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let fiqa = root.join("../shared/data/fiqa2018_task1/train.jsonl");
     let source = if fiqa.exists() { fiqa } else { root.join("fixtures/train.jsonl") };
-    println!("bench-peer: {} threads, {epochs} epochs, data {}", t, source.display());
+    println!("bench-peer: {backbone}, {t} threads, {epochs} epochs, data {}", source.display());
     let fintune = |argv: &[&str]| -> Result<String> {
         let mut cmd = cargo();
         cmd.args(["run", "--release", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"])
@@ -122,9 +154,10 @@ pub fn peer(args: &[String]) -> Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "[data]\ntrain = [{:?}]\nval = {:?}\n[optim]\nepochs = {epochs}\npatience = 1000\nthreads = {t}\n[task]\nstrata = \"none\"\n",
+            "[data]\ntrain = [{:?}]\nval = {:?}\n[model]\nbackbone = {:?}\n[optim]\nepochs = {epochs}\npatience = 1000\nthreads = {t}\n[task]\nstrata = \"none\"\n",
             train.to_string_lossy(),
-            val.to_string_lossy()
+            val.to_string_lossy(),
+            dir.to_string_lossy()
         ),
     )?;
     fintune(&[
@@ -141,7 +174,6 @@ pub fn peer(args: &[String]) -> Result<()> {
     // The last epoch's validation MSE (epochs[] lists them in order; take the last "mse").
     let last_epoch = metrics.rfind("\"epoch\":").context("epochs in metrics.json")?;
     let val_mse = json_field(&metrics[last_epoch..], "mse").unwrap_or(f64::NAN);
-    let dir = lay.home.join("models/all-MiniLM-L6-v2");
     let py = |extra: &[&str]| -> Result<String> {
         let mut cmd = Command::new(&lay.venv_python);
         cmd.arg(root.join("xtask/python/peer_finetune.py"))
@@ -282,7 +314,19 @@ pub fn gpu_check() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::json_num;
+    use super::{backbone_option, json_num};
+
+    #[test]
+    fn backbone_option_picks_the_folder_and_its_setup() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (opts, dir, rest) =
+            backbone_option(&args(&["16", "--backbone", "mpnet", "64"])).unwrap();
+        assert_eq!((dir.as_str(), rest), ("all-mpnet-base-v2", args(&["16", "64"])));
+        assert_eq!(opts.backbones, ["mpnet"]);
+        let (opts, dir, _) = backbone_option(&args(&["3"])).unwrap();
+        assert_eq!((dir.as_str(), opts.backbones.len()), ("all-MiniLM-L6-v2", 0));
+        assert!(backbone_option(&args(&["--backbone"])).is_err());
+    }
 
     #[test]
     fn reads_numbers_from_flat_json() {

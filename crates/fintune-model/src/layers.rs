@@ -22,7 +22,8 @@ pub struct LoraConfig {
     /// e.g. `q_proj`, or `query` for BERT) or a dotted suffix of its path (e.g.
     /// `attention.output.dense`). Default: the attention projections q/k/v/o of every
     /// supported family (`q_proj`, `k_proj`, `v_proj`, `o_proj`; BERT's `query`, `key`,
-    /// `value`, `attention.output.dense`). Add `gate_proj`, `up_proj`, `down_proj` for the MLP.
+    /// `value`, `attention.output.dense`; MPNet's `attn.q`, `attn.k`, `attn.v`, `attn.o`).
+    /// Add `gate_proj`, `up_proj`, `down_proj` for the MLP.
     pub targets: Vec<String>,
 }
 
@@ -41,6 +42,10 @@ impl Default for LoraConfig {
                 "key",
                 "value",
                 "attention.output.dense",
+                "attn.q",
+                "attn.k",
+                "attn.v",
+                "attn.o",
             ]
             .map(String::from)
             .to_vec(),

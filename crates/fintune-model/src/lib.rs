@@ -2,9 +2,9 @@
 //!
 //! - Backbones load from Hugging Face model folders (`config.json`, safetensors,
 //!   `tokenizer.json`); `model_type` picks the implementation behind the [`Backbone`] trait:
-//!   [`bert`] (`bert`, `roberta`) and [`llama`] (`llama`, `qwen2`). Weight names equal the
-//!   checkpoint keys, so loading is a name-for-name, memory-mapped safetensors read
-//!   ([`weights::Checkpoint`]).
+//!   [`bert`] (`bert`, `roberta`), [`mpnet`] (`mpnet`) and [`llama`] (`llama`, `qwen2`).
+//!   Weight names equal the checkpoint keys, so loading is a name-for-name, memory-mapped
+//!   safetensors read ([`weights::Checkpoint`]).
 //! - [`gguf`] reads GGUF files and converts a `llama` GGUF (e.g. SmolLM2-135M) into such a folder.
 //! - [`TextEncoder`] turns texts into typed, per-batch padded [`Batch`]es.
 //! - [`MultiTaskModel`] puts a [`heads::RegressionHead`] and an optional
@@ -39,6 +39,7 @@ pub mod heads;
 pub mod kernels;
 pub mod layers;
 pub mod llama;
+pub mod mpnet;
 pub mod multitask;
 pub mod tokenize;
 pub mod weights;

@@ -4,6 +4,7 @@
 mod decoders;
 mod encoders;
 mod model;
+mod mpnet;
 mod smollm2;
 mod toolchain;
 
