@@ -3,9 +3,9 @@
 //!
 //! - libtorch: the folder torch-sys found (`DEP_TCH_LIBTORCH_LIB`), else `$LIBTORCH/lib`.
 //! - Gloo's headers, which `ProcessGroupGloo.hpp` includes but the torch wheel does not ship:
-//!   `$GLOO_INCLUDE`, else `/usr/include` (Debian's `libgloo-dev`, installed by
-//!   `cargo xtask setup`), else `.fintune/gloo/usr/include` (the same package unpacked without
-//!   root: `apt-get download libgloo-dev && dpkg -x libgloo-dev_*.deb .fintune/gloo`).
+//!   `$GLOO_INCLUDE`, else `.fintune/gloo/usr/include` (Debian's `libgloo-dev` at the checked
+//!   version, unpacked there by `cargo xtask setup` without a system install), else
+//!   `/usr/include` or `/usr/local/include` (a system-wide `libgloo-dev`).
 //!   Declarations only: no Gloo symbol is linked from outside libtorch.
 //! - With the `cuda` feature: also `ProcessGroupNCCL` (libtorch_cuda), with the CUDA and NCCL
 //!   headers beside libtorch (pip's `nvidia/cu13/include`, `nvidia/nccl/include`), in
@@ -84,10 +84,11 @@ fn gloo_include() -> PathBuf {
         None => {
             let manifest =
                 PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+            // The checked version that `cargo xtask setup` unpacks comes first.
             vec![
+                manifest.join("../../.fintune/gloo/usr/include"),
                 PathBuf::from("/usr/include"),
                 PathBuf::from("/usr/local/include"),
-                manifest.join("../../.fintune/gloo/usr/include"),
             ]
         }
     };

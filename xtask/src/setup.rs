@@ -192,6 +192,7 @@ pub fn run(opts: &Options) -> Result<Layout> {
         pip_step(&lay, "nvcc", NVCC, false, 1 << 30, &mut did)?;
     }
     link_libtorch(&lay, &site)?;
+    ensure_gloo_headers(&lay, &mut did)?;
     ensure_model(&lay, &MINILM, &mut did)?;
     for _ in &opts.llm {
         ensure_llm(&lay, &SMOLLM2, &mut did)?;
@@ -374,6 +375,103 @@ fn link_libtorch(lay: &Layout, site: &Path) -> Result<()> {
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&target, &link)
         .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))?;
+    Ok(())
+}
+
+/// Debian's `libgloo-dev`, the version the fintune-dist shim was checked against (its tests
+/// call every c10d entry point the shim uses).
+const GLOO_DEB: &str = "libgloo-dev";
+const GLOO_VERSION: &str = "0.0~git20220518.5b14351-3";
+
+/// Gloo's headers for `fintune-dist` (the torch wheel ships c10d's headers but not Gloo's,
+/// which `ProcessGroupGloo.hpp` includes). They come from Debian's registry at setup time,
+/// unpacked into `.fintune/gloo` (no system change): `apt-get download libgloo-dev` and
+/// `dpkg-deb -x`, with the package version checked. Headers already present (`GLOO_INCLUDE`,
+/// or a system-wide `libgloo-dev`) are used as they are.
+fn ensure_gloo_headers(lay: &Layout, did: &mut Vec<String>) -> Result<()> {
+    const PROBE: &str = "gloo/rendezvous/store.h";
+    if let Some(dir) = std::env::var_os("GLOO_INCLUDE") {
+        if Path::new(&dir).join(PROBE).exists() {
+            return Ok(());
+        }
+        bail!("GLOO_INCLUDE={} holds no {PROBE}", Path::new(&dir).display());
+    }
+    let dest = lay.home.join("gloo");
+    let stamp = [GLOO_VERSION];
+    if dest.join("usr/include").join(PROBE).exists() && stamp_ok(lay, "gloo-headers", &stamp) {
+        return Ok(());
+    }
+    if Path::new("/usr/include").join(PROBE).exists() {
+        // A system-wide install (build.rs looks there too); check that it is the tested one.
+        let mut q = Command::new("dpkg-query");
+        q.args(["-W", "-f=${Version}", GLOO_DEB]);
+        match capture(&mut q) {
+            Ok(v) if v.trim() == GLOO_VERSION => return Ok(()),
+            Ok(v) => println!(
+                "setup: warning: system {GLOO_DEB} is {} (fintune-dist was checked with {GLOO_VERSION}); \
+                 unpacking the checked version into .fintune/gloo",
+                v.trim()
+            ),
+            Err(_) => return Ok(()), // headers from elsewhere (not dpkg): trust the user's choice
+        }
+    }
+    let dl = lay.home.join("downloads/gloo");
+    fs::create_dir_all(&dl)?;
+    let spec = format!("{GLOO_DEB}={GLOO_VERSION}");
+    println!("setup: apt-get download {spec} (Gloo's headers for fintune-dist)");
+    let mut get = Command::new("apt-get");
+    get.args(["download", "-q", &spec]).current_dir(&dl);
+    if capture(&mut get).is_err() {
+        // Fresh machines have no package lists; refreshing them needs root.
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        if let Err((what, out)) = capture(&mut update) {
+            bail!(
+                "cannot fetch {spec} from Debian's registry: {what}\n{}\n\
+                 as root run `apt-get update`, or install it system-wide \
+                 (`apt-get install libgloo-dev`), or set GLOO_INCLUDE to a folder holding gloo/",
+                tail(&out, 5)
+            );
+        }
+        let mut again = Command::new("apt-get");
+        again.args(["download", "-q", &spec]).current_dir(&dl);
+        if let Err((what, out)) = capture(&mut again) {
+            bail!("cannot fetch {spec} from Debian's registry: {what}\n{}", tail(&out, 5));
+        }
+    }
+    let deb = fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("libgloo-dev_") && n.ends_with(".deb")
+        })
+        .with_context(|| {
+            format!("apt-get reported success but no libgloo-dev_*.deb is in {}", dl.display())
+        })?;
+    let mut ver = Command::new("dpkg-deb");
+    ver.args(["-f"]).arg(&deb).arg("Version");
+    let got = capture(&mut ver).map_err(|(what, out)| anyhow::anyhow!("{what}\n{out}"))?;
+    if got.trim() != GLOO_VERSION {
+        let _ = fs::remove_file(&deb);
+        bail!("{} is version {}, expected {GLOO_VERSION}", deb.display(), got.trim());
+    }
+    let tmp = lay.home.join("gloo.tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    let mut x = Command::new("dpkg-deb");
+    x.arg("-x").arg(&deb).arg(&tmp);
+    if let Err((what, out)) = capture(&mut x) {
+        let _ = fs::remove_dir_all(&tmp);
+        bail!("{what}\n{}", tail(&out, 5));
+    }
+    if !tmp.join("usr/include").join(PROBE).exists() {
+        let _ = fs::remove_dir_all(&tmp);
+        bail!("{} holds no usr/include/{PROBE}", deb.display());
+    }
+    let _ = fs::remove_dir_all(&dest);
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
+    write_stamp(lay, "gloo-headers", &stamp)?;
+    did.push(format!("unpacked {spec} (headers only) into .fintune/gloo"));
     Ok(())
 }
 
