@@ -84,7 +84,8 @@ fn bench_workflow_is_valid_and_calls_existing_xtask_commands() {
 #[test]
 fn the_checker_catches_a_missing_command() {
     let known = commands(&help());
-    let calls = xtask_calls("cargo xtask bench-nothing --x | tee out\ncargo xtask bench-ci --model");
+    let calls =
+        xtask_calls("cargo xtask bench-nothing --x | tee out\ncargo xtask bench-ci --model");
     assert_eq!(calls[0], ("bench-nothing".to_owned(), vec!["--x".to_owned()]));
     assert_eq!(calls[1].0, "bench-ci");
     assert!(!known.contains(&calls[0].0));
