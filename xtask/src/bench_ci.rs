@@ -19,7 +19,7 @@
 //! not used: paired wall-time rounds keep one method for the pure and the libtorch benchmarks.
 //!
 //! `--smoke` (the CI run): builds the criterion benches in the test profile and runs each
-//! benchmark body once (`cargo test --benches`), and runs the libtorch benchmark programs once
+//! benchmark body once (`cargo test --bench ...`), and runs the libtorch benchmark programs once
 //! on tiny shapes; no base, no timing.
 
 use std::collections::BTreeMap;
@@ -69,7 +69,6 @@ const CRITERION_FLAGS: [&str; 12] = [
 
 /// A libtorch benchmark program (an example printing one JSON line).
 struct Program {
-    package: &'static str,
     example: &'static str,
     /// Arguments after the model folder; `{t}` is replaced by the thread count.
     args: &'static [&'static str],
@@ -81,7 +80,6 @@ struct Program {
 
 const PROGRAMS: [Program; 3] = [
     Program {
-        package: "fintune-model",
         example: "bench_forward",
         args: &["8", "64", "5", "{t}"],
         smoke_args: &["2", "16", "1", "{t}"],
@@ -91,14 +89,12 @@ const PROGRAMS: [Program; 3] = [
         ],
     },
     Program {
-        package: "fintune-train",
         example: "bench_step",
         args: &["full", "8", "64", "3", "cpu"],
         smoke_args: &["full", "2", "16", "1", "cpu"],
         metrics: &[("seconds_per_step", "minilm/train_step_8x64", 1e9)],
     },
     Program {
-        package: "fintune-train",
         example: "bench_predict",
         args: &["128", "3", "{t}"],
         smoke_args: &["8", "1", "{t}"],
@@ -341,6 +337,11 @@ fn build_json(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `--bench NAME` for each criterion target (`--benches` would add every library's unit tests).
+fn bench_targets() -> Vec<&'static str> {
+    CRITERION.iter().flat_map(|&(b, _)| ["--bench", b]).collect()
+}
+
 /// `--config` flags: the benchmarked pure crates at opt-level 3, no debug assertions.
 fn opt_flags() -> Vec<String> {
     PURE.iter()
@@ -358,11 +359,10 @@ fn opt_flags() -> Vec<String> {
 fn build(side: &mut Side, model: bool) -> Result<()> {
     let t0 = Instant::now();
     eprintln!("bench-ci: building the {} benches ({})", side.name, side.root.display());
+    // `--workspace`, not `-p`: the features of the dependencies are then unified as in
+    // `cargo test --workspace`, whose build the dependencies come from.
     let mut cmd = side.cargo();
-    cmd.args(opt_flags()).args(["test", "--no-run", "--benches"]);
-    for p in PURE {
-        cmd.args(["-p", p]);
-    }
+    cmd.args(opt_flags()).args(["test", "--no-run", "--workspace"]).args(bench_targets());
     for ((kind, name), exe) in executables(&build_json(&mut cmd)?) {
         if kind == "bench" {
             side.benches.insert(name, exe);
@@ -371,7 +371,7 @@ fn build(side: &mut Side, model: bool) -> Result<()> {
     if model {
         for p in &PROGRAMS {
             let mut cmd = side.cargo();
-            cmd.args(["build", "-p", p.package, "--example", p.example]);
+            cmd.args(["build", "--workspace", "--example", p.example]);
             match build_json(&mut cmd) {
                 Ok(json) => {
                     for ((kind, name), exe) in executables(&json) {
@@ -656,21 +656,26 @@ impl Unit<'_> {
 fn smoke() -> Result<()> {
     let t0 = Instant::now();
     let mut cmd = cargo();
-    cmd.env("FINTUNE_BENCH_ROWS", "10000").args(["test", "--benches"]);
-    for p in PURE {
-        cmd.args(["-p", p]);
-    }
+    cmd.env("FINTUNE_BENCH_ROWS", "10000").args(["test", "--workspace"]).args(bench_targets());
     run(&mut cmd)?;
     let t_pure = t0.elapsed().as_secs_f64();
     let dir = setup::layout().home.join("models/all-MiniLM-L6-v2");
     if !dir.join("config.json").exists() {
         bail!("bench-ci --smoke: {} is missing: run `cargo xtask setup` first", dir.display());
     }
+    // Built by `cargo test --workspace` already (examples are part of its build).
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace"]);
     for p in &PROGRAMS {
-        let mut cmd = cargo();
-        cmd.args(["run", "--quiet", "-p", p.package, "--example", p.example, "--"])
-            .arg(&dir)
-            .args(p.smoke_args.iter().map(|a| if *a == "{t}" { "0" } else { a }));
+        cmd.args(["--example", p.example]);
+    }
+    let exes = executables(&build_json(&mut cmd)?);
+    for p in &PROGRAMS {
+        let exe = exes
+            .get(&("example".to_owned(), p.example.to_owned()))
+            .with_context(|| format!("cargo built no example {}", p.example))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(&dir).args(p.smoke_args.iter().map(|a| if *a == "{t}" { "0" } else { a }));
         let out = capture(&mut cmd)
             .map_err(|(what, out)| anyhow::anyhow!("{what}\n{}", tail(&out, 20)))?;
         let line = out.lines().rev().find(|l| l.trim_start().starts_with('{'));
