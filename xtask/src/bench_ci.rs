@@ -293,7 +293,7 @@ pub fn parse_bencher(out: &str) -> BTreeMap<String, f64> {
         .filter_map(|l| {
             let rest = l.trim().strip_prefix("test ")?;
             let (name, value) = rest.split_once(" ... bench:")?;
-            let ns: String = value.trim().split_whitespace().next()?.replace(',', "");
+            let ns: String = value.split_whitespace().next()?.replace(',', "");
             Some((name.trim().to_owned(), ns.parse().ok()?))
         })
         .collect()

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use yaml_rust::{Yaml, YamlLoader};
+use yaml_rust::YamlLoader;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
