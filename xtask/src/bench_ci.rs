@@ -595,9 +595,10 @@ fn compare(o: &Options) -> Result<()> {
     }
     if !regressions.is_empty() {
         bail!(
-            "bench-ci: {} benchmark(s) slower than the base by more than {:.0}% in every round: {}",
+            "bench-ci: {} benchmark(s) slower than the base by more than {:.0}% (the whole interval of the ratio above {:.2}): {}",
             regressions.len(),
             o.threshold * 100.0,
+            1.0 + o.threshold,
             regressions.join(", ")
         );
     }
