@@ -112,27 +112,43 @@ pub fn model(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench-peer [--backbone minilm|mpnet|DIR] [EPOCHS]`: fine-tunes MiniLM (or the
-/// backbone given) on FiQA (a 90/10 split of the shared training file) with fintune and with
-/// a PyTorch + transformers script using the same hyperparameters, in one invocation; prints
-/// samples/s, peak RSS and validation MSE of both.
+/// `cargo xtask bench-peer [--backbone minilm|mpnet|DIR] [--quick] [EPOCHS]`: fine-tunes
+/// MiniLM (or the backbone given) on FiQA (a 90/10 split of the shared training file) with
+/// fintune and with a PyTorch + transformers script using the same hyperparameters, in one
+/// invocation; prints samples/s, peak RSS and validation MSE of both.
+///
+/// `--quick` (CI): the first [`QUICK_TEXTS`] texts, 1 epoch, the dev build, the length-bucketed
+/// peer only (fintune's batching, so like for like); fails when fintune's samples/s is below
+/// `FINTUNE_PEER_FLOOR` (default [`PEER_FLOOR`]) times the peer's.
 pub fn peer(args: &[String]) -> Result<()> {
-    let (opts, backbone, args) = backbone_option(args)?;
-    let args = &args;
+    let quick = args.iter().any(|a| a == "--quick");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--quick").cloned().collect();
+    let (opts, backbone, args) = backbone_option(&args)?;
     let lay = setup::run(&opts)?;
     let dir = lay.home.join("models").join(&backbone);
-    let epochs = args.first().cloned().unwrap_or_else(|| "3".into());
+    let epochs = args.first().cloned().unwrap_or_else(|| if quick { "1" } else { "3" }.into());
     let t = threads().to_string();
     let root = project_root();
     let work = root.join("target/bench-peer");
     std::fs::create_dir_all(&work)?;
     let fiqa = root.join("../shared/data/fiqa2018_task1/train.jsonl");
-    let source = if fiqa.exists() { fiqa } else { root.join("fixtures/train.jsonl") };
+    let mut source = if fiqa.exists() { fiqa } else { root.join("fixtures/train.jsonl") };
+    if quick {
+        let text = std::fs::read_to_string(&source)?;
+        let first: Vec<&str> =
+            text.lines().filter(|l| !l.trim().is_empty()).take(QUICK_TEXTS).collect();
+        let subset = work.join("quick.jsonl");
+        std::fs::write(&subset, first.join("\n") + "\n")?;
+        source = subset;
+    }
     println!("bench-peer: {backbone}, {t} threads, {epochs} epochs, data {}", source.display());
     let fintune = |argv: &[&str]| -> Result<String> {
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "-p", "fintune-train", "--bin", "fintune", "--"])
-            .args(argv);
+        cmd.args(["run", "--quiet", "-p", "fintune-train", "--bin", "fintune"]);
+        if !quick {
+            cmd.arg("--release");
+        }
+        cmd.arg("--").args(argv);
         capture(&mut cmd).map_err(|(what, out)| anyhow::anyhow!("{what}\n{}", tail(&out, 20)))
     };
     let data = work.join("data");
@@ -187,14 +203,12 @@ pub fn peer(args: &[String]) -> Result<()> {
             Err((what, out)) => bail!("{what}\n{}", tail(&out, 20)),
         }
     };
-    let plain = py(&[])?;
+    let plain = if quick { None } else { Some(py(&[])?) };
     let bucketed = py(&["--bucket"])?;
     println!("\n| | samples/s (training steps) | peak RSS MiB | validation MSE (last epoch) |\n|---|---|---|---|");
     println!("| fintune | {sps:.1} | {rss:.0} | {val_mse:.4} |");
-    for (name, line) in [
-        ("PyTorch + transformers (shuffled batches)", &plain),
-        ("PyTorch + transformers (length-bucketed)", &bucketed),
-    ] {
+    let peers = plain.iter().map(|l| ("PyTorch + transformers (shuffled batches)", l));
+    for (name, line) in peers.chain([("PyTorch + transformers (length-bucketed)", &bucketed)]) {
         let (s, r, v) = (
             json_num(line, "samples_per_s").unwrap_or(f64::NAN),
             json_num(line, "peak_rss_mib").unwrap_or(f64::NAN),
@@ -208,8 +222,24 @@ pub fn peer(args: &[String]) -> Result<()> {
             val_mse - v
         );
     }
+    if quick {
+        let floor = std::env::var("FINTUNE_PEER_FLOOR")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(PEER_FLOOR);
+        let ratio = sps / json_num(&bucketed, "samples_per_s").unwrap_or(f64::NAN);
+        println!("\nbench-peer --quick: fintune / length-bucketed PyTorch samples/s = {ratio:.2}x (floor {floor:.2}x)");
+        if ratio.is_nan() || ratio < floor {
+            bail!("bench-peer --quick: fintune's samples/s ratio {ratio:.2}x is below the floor {floor:.2}x");
+        }
+    }
     Ok(())
 }
+
+/// Texts of `bench-peer --quick` (before its 90/10 split).
+const QUICK_TEXTS: usize = 256;
+/// The lowest fintune / PyTorch samples/s ratio `bench-peer --quick` accepts (like for like).
+const PEER_FLOOR: f64 = 1.0;
 
 /// A number field anywhere in a (pretty-printed) JSON text: the first `"key": number`.
 fn json_field(text: &str, key: &str) -> Option<f64> {

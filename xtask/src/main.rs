@@ -11,6 +11,7 @@
 //! before libtorch exists.
 
 mod bench;
+mod bench_ci;
 mod setup;
 mod util;
 
@@ -39,8 +40,17 @@ commands:
                  dependencies are optimised and the numerical work runs in libtorch, so it
                  trains as fast as a release build; FINTUNE_RELEASE=1 uses a release build)
   bench-model    MiniLM forward/backward time per batch: fintune vs PyTorch eager (needs --full setup)
-  bench-peer     fine-tune MiniLM with fintune and with PyTorch+transformers, side by side
-                 (both: --backbone mpnet for all-mpnet-base-v2, or --backbone DIR)
+  bench-peer [--backbone minilm|mpnet|DIR] [--quick] [EPOCHS]
+                 fine-tune MiniLM (or the backbone given; bench-model takes --backbone too)
+                 with fintune and with PyTorch+transformers, side by side;
+                 --quick: 256 texts, 1 epoch, the dev build; fails when fintune's samples/s
+                 falls below FINTUNE_PEER_FLOOR (default 1.0) x the length-bucketed peer's
+  bench-ci [--base REV] [--rounds N] [--threshold PCT] [--model] [--markdown FILE] [--smoke]
+                 the benchmarks at REV (default: merge base with origin/main or main, else
+                 HEAD~1) against the working tree, paired rounds in one invocation; fails when
+                 one is slower by more than PCT (default 10) in every round. --model adds the
+                 MiniLM forward/backward, training-step and prediction benchmarks; --markdown
+                 appends the table to FILE; --smoke builds and runs every benchmark once
   compare [ARGS] setup, then `fintune compare ARGS` (the experiment matrix)
   gpu-check      on a GPU machine: build with --features cuda, run GPU tests and benches
 ";
@@ -93,6 +103,7 @@ fn try_main() -> Result<()> {
         }
         "bench-model" => bench::model(&rest)?,
         "bench-peer" => bench::peer(&rest)?,
+        "bench-ci" => bench_ci::main(&rest)?,
         "gpu-check" => bench::gpu_check()?,
         "help" | "--help" | "-h" => print!("{HELP}"),
         other => bail!("unknown command `{other}`\n\n{HELP}"),

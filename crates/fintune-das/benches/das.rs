@@ -2,6 +2,15 @@
 //! the per-batch paths (assign, rarity weights) and the split.
 //!
 //! `cargo bench -p fintune-das --bench das`
+//!
+//! The timings are set per `criterion_group!` (not per benchmark group) so that criterion's
+//! command-line flags (`--sample-size`, `--warm-up-time`, `--measurement-time`) override them:
+//! `cargo xtask bench-ci` runs short paired rounds that way.
+//!
+//! `FINTUNE_BENCH_SLOWDOWN=das_fit` (a comma-separated list of names) makes every
+//! `das_fit_auto` iteration fit twice: an artificial regression to check that
+//! `cargo xtask bench-ci` catches one. The variable is read once per benchmark function, so
+//! when it is unset the measured code is unchanged.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -26,10 +35,16 @@ fn scores(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Whether `FINTUNE_BENCH_SLOWDOWN` names `name` (see the module documentation).
+fn slowdown(name: &str) -> bool {
+    std::env::var("FINTUNE_BENCH_SLOWDOWN").is_ok_and(|v| v.split(',').any(|s| s.trim() == name))
+}
+
 fn fit(c: &mut Criterion) {
     let mut g = c.benchmark_group("das_fit_auto");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     let cfg = DasConfig::default();
+    // 2 when the artificial slowdown is on: a redundant second fit per iteration.
+    let passes = if slowdown("das_fit") { 2 } else { 1 };
     for n in [1_000usize, 100_000, 1_000_000] {
         let s = scores(n, 1);
         let fitted = Stratification::fit(&s, &cfg).unwrap();
@@ -41,7 +56,12 @@ fn fit(c: &mut Criterion) {
         );
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &s, |b, s| {
-            b.iter(|| Stratification::fit(black_box(s), &cfg).unwrap())
+            b.iter(|| {
+                for _ in 1..passes {
+                    black_box(Stratification::fit(black_box(s), &cfg).unwrap());
+                }
+                Stratification::fit(black_box(s), &cfg).unwrap()
+            })
         });
     }
     // Worst case for the grouping: 1e6 unrounded scores, nearly all distinct, so the candidates
@@ -71,14 +91,16 @@ fn per_batch(c: &mut Criterion) {
     let rar = Rarity::fit(&train, Rarity::DEFAULT_BANDWIDTH).unwrap();
     let batch = scores(4096, 3);
     let mut g = c.benchmark_group("per_batch_4096");
-    g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::Elements(batch.len() as u64));
     g.bench_function("assign_all", |b| b.iter(|| das.assign_all(black_box(&batch)).unwrap()));
     g.bench_function("rarity_weights", |b| b.iter(|| rar.weights(black_box(&batch))));
     g.finish();
+}
 
+fn fit_other(c: &mut Criterion) {
+    let train = scores(100_000, 2);
+    let das = Stratification::fit(&train, &DasConfig::default()).unwrap();
     let mut g = c.benchmark_group("fit_other");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
     g.bench_function("rarity_fit_1e5", |b| {
         b.iter(|| Rarity::fit(black_box(&train), Rarity::DEFAULT_BANDWIDTH).unwrap())
     });
@@ -89,5 +111,14 @@ fn per_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fit, per_batch);
-criterion_main!(benches);
+fn config(samples: usize, warm_up_s: u64, measurement_s: u64) -> Criterion {
+    Criterion::default()
+        .sample_size(samples)
+        .warm_up_time(Duration::from_secs(warm_up_s))
+        .measurement_time(Duration::from_secs(measurement_s))
+}
+
+criterion_group! { name = fits; config = config(10, 1, 3); targets = fit }
+criterion_group! { name = batches; config = config(20, 1, 2); targets = per_batch }
+criterion_group! { name = others; config = config(10, 1, 2); targets = fit_other }
+criterion_main!(fits, batches, others);

@@ -2,6 +2,10 @@
 //!
 //! The input is generated in a temporary directory during setup: ids, texts of 40 to 120
 //! characters, scores in [-1, 1], a target, a source and (JSONL only) ignored extra fields.
+//!
+//! `FINTUNE_BENCH_ROWS=N` reads N rows instead (any count):
+//! `cargo xtask bench-ci` uses 1e5 for short paired rounds, the CI smoke run 1e4. The timings
+//! are set on the `criterion_group!`, so criterion's command-line flags override them.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -10,10 +14,13 @@ use std::time::Duration;
 
 use arrow_array::builder::{Float32Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use fintune_data::{dataset_schema, read_dataset, BatchWriter, ReadOptions, WriteOptions};
 
-const ROWS: usize = 1_000_000;
+/// Rows to generate and read: `FINTUNE_BENCH_ROWS`, 1e6 by default.
+fn rows() -> usize {
+    std::env::var("FINTUNE_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
+}
 const WORDS: [&str; 16] = [
     "shares", "profit", "Tesco", "falls", "rises", "quarter", "guidance", "$AAPL", "déjà",
     "revenue", "short", "bullish", "loss", "merger", "dividend", "cuts",
@@ -58,20 +65,25 @@ fn batch(start: usize, n: usize) -> RecordBatch {
     RecordBatch::try_new(dataset_schema(true), columns).unwrap()
 }
 
-fn generate(path: &Path) {
+/// `(start, len)` of the generation batches for `rows` rows.
+fn chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(50_000).map(move |start| (start, 50_000.min(rows - start)))
+}
+
+fn generate(path: &Path, rows: usize) {
     let mut w = BatchWriter::create(path, dataset_schema(true), &WriteOptions::new()).unwrap();
-    for start in (0..ROWS).step_by(50_000) {
-        w.write(&batch(start, 50_000)).unwrap();
+    for (start, n) in chunks(rows) {
+        w.write(&batch(start, n)).unwrap();
     }
     w.finish().unwrap();
 }
 
 /// JSONL like the shared data: extra fields (a list, an object, a null) to skip.
-fn generate_jsonl(path: &Path) {
+fn generate_jsonl(path: &Path, rows: usize) {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    for start in (0..ROWS).step_by(50_000) {
-        let b = batch(start, 50_000);
+    for (start, n) in chunks(rows) {
+        let b = batch(start, n);
         let col =
             |i: usize| b.column(i).as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
         let scores = b.column(2).as_any().downcast_ref::<arrow_array::Float32Array>().unwrap();
@@ -94,27 +106,27 @@ fn generate_jsonl(path: &Path) {
 }
 
 fn read(c: &mut Criterion) {
+    let rows = rows();
     let dir = tempfile::tempdir().unwrap();
     let parquet = dir.path().join("bench.parquet");
     let jsonl = dir.path().join("bench.jsonl");
-    generate(&parquet);
-    generate_jsonl(&jsonl);
+    generate(&parquet, rows);
+    generate_jsonl(&jsonl, rows);
     for (name, path) in [("parquet", &parquet), ("jsonl", &jsonl)] {
         let size = std::fs::metadata(path).unwrap().len();
-        eprintln!("{name}: {ROWS} rows, {:.1} MB", size as f64 / 1e6);
+        eprintln!("{name}: {rows} rows, {:.1} MB", size as f64 / 1e6);
     }
 
-    let mut group = c.benchmark_group("read_1e6_rows");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(30));
-    group.throughput(Throughput::Elements(ROWS as u64));
+    let mut group = c.benchmark_group("read_rows");
+    // One read per sample: a read takes long enough that criterion's linear sampling (1 + 2 +
+    // ... + 10 reads) would multiply the run time for nothing.
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(rows as u64));
     for (name, path) in [("parquet", &parquet), ("jsonl", &jsonl)] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let data = read_dataset(&[path], &ReadOptions::new()).unwrap();
-                assert_eq!(data.len(), ROWS);
+                assert_eq!(data.len(), rows);
                 black_box(data)
             })
         });
@@ -122,5 +134,12 @@ fn read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(30));
+    targets = read
+}
 criterion_main!(benches);
