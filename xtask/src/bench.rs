@@ -218,6 +218,7 @@ pub fn gpu_check() -> Result<()> {
         "fintune-model",
         "--",
         "--nocapture",
+        "--include-ignored",
         "kernels",
         "cuda",
     ])?;
