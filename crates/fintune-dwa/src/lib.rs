@@ -57,7 +57,6 @@
 //! ```
 
 #![deny(missing_docs)]
-
 // Per-task math walks several parallel per-task arrays; indexed loops read best there.
 #![allow(clippy::needless_range_loop)]
 

@@ -4,6 +4,7 @@
 mod decoders;
 mod encoders;
 mod model;
+mod robustness;
 mod smollm2;
 mod toolchain;
 
