@@ -64,7 +64,9 @@ fn gpu_cuda_kernels_match_the_fallbacks() {
         tch::Cuda::is_available(),
         "no CUDA device (tch::Cuda::is_available() is false): run this on a GPU machine"
     );
-    assert!(COMPILED, "built without the `cuda` feature: run it with --features cuda");
+    if !COMPILED {
+        panic!("built without the `cuda` feature: run it with --features cuda");
+    }
     let dev = Device::Cuda(0);
     tch::manual_seed(3);
     let mut ts: Vec<Tensor> =
