@@ -280,6 +280,7 @@ pub fn gpu_check() -> Result<()> {
         "fintune-model",
         "--",
         "--nocapture",
+        "--include-ignored",
         "kernels",
         "cuda",
     ])?;

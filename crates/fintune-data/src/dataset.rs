@@ -31,7 +31,13 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    pub(crate) fn new(batch: RecordBatch, skipped: SkipReport, opts: &ReadOptions) -> Self {
+    /// `warnings` are the reader's (about the files); the dataset adds its own.
+    pub(crate) fn new(
+        batch: RecordBatch,
+        skipped: SkipReport,
+        warnings: Vec<Warning>,
+        opts: &ReadOptions,
+    ) -> Self {
         let mut dataset = Dataset {
             batch,
             skipped,
@@ -40,7 +46,9 @@ impl Dataset {
             labelled: opts.labelled,
             default_group: opts.default_group,
         };
-        dataset.warnings = dataset.conflicting_scores();
+        dataset.warnings = warnings;
+        let conflicts = dataset.conflicting_scores();
+        dataset.warnings.extend(conflicts);
         dataset
     }
 
@@ -79,7 +87,8 @@ impl Dataset {
         &self.skipped
     }
 
-    /// Warnings about valid data: same text and target with different scores.
+    /// Warnings about valid data: a CSV text field that looks like swallowed records (a stray
+    /// quote), same text and target with different scores.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }

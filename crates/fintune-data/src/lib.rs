@@ -10,7 +10,8 @@
 //! - [`ReadOptions`]: format override, column mapping, score range, labelled or not,
 //!   skip-invalid, batch size.
 //! - [`read_dataset`]: several files into one validated [`Dataset`], with the
-//!   [`SkipReport`] of skipped rows and [`Warning`]s (same text, different scores).
+//!   [`SkipReport`] of skipped rows and [`Warning`]s (same text, different scores; a CSV field
+//!   that looks like swallowed records).
 //! - [`BatchReader`]: one file as a stream of validated batches (bounded memory).
 //! - [`BatchWriter`], [`write_dataset`], [`convert`]: atomic writers for every format, with any
 //!   columns (predictions); any-to-any conversion in bounded memory.
@@ -46,6 +47,8 @@
 //! println!("{}", data.summary());
 //! # Ok(()) }
 //! ```
+
+#![deny(missing_docs)]
 
 mod arrow_util;
 mod dataset;

@@ -197,6 +197,19 @@ pub enum Warning {
         /// `(id, score)` of every row with this text and target, in input order.
         rows: Vec<(String, f32)>,
     },
+    /// A CSV/TSV text field spans several lines, each of which looks like a whole record: valid
+    /// CSV, but almost always a stray quote that swallowed the records after it into one
+    /// row (`a,"hello,0.5` / `b,fine,0.1` / `c,more",0.2` reads as one row).
+    SuspiciousMultilineField {
+        /// The file.
+        file: PathBuf,
+        /// The 1-based line where the field (and its record) began.
+        line: u64,
+        /// How many lines the field spans.
+        lines: u64,
+        /// The column, as named in the input.
+        column: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -219,6 +232,11 @@ impl fmt::Display for Warning {
                 }
                 Ok(())
             }
+            Warning::SuspiciousMultilineField { file, line, lines, column } => write!(
+                f,
+                "{}:{line}: column {column:?}: the quoted field that begins here spans {lines} lines, each of which looks like a whole record: a stray quote? (read as one row)",
+                file.display()
+            ),
         }
     }
 }

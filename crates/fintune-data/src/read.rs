@@ -13,7 +13,7 @@ use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::format::Format;
 use crate::options::ReadOptions;
-use crate::problem::SkipReport;
+use crate::problem::{SkipReport, Warning};
 use crate::schema::dataset_schema;
 use crate::validate::Validator;
 
@@ -147,13 +147,14 @@ pub fn read_dataset(paths: &[impl AsRef<Path>], opts: &ReadOptions) -> Result<Da
         return Err(Error::Invalid(Box::new(v.into_report())));
     }
     let skipped = v.skip_report();
+    let warnings = v.warnings().to_vec();
     let batch = v.take_batch();
     if batch.num_rows() == 0 {
         return Err(Error::NoRows {
             paths: paths.iter().map(|p| p.as_ref().to_path_buf()).collect(),
         });
     }
-    Ok(Dataset::new(batch, skipped, opts))
+    Ok(Dataset::new(batch, skipped, warnings, opts))
 }
 
 /// A streaming reader of one file: an iterator of validated batches with the schema
@@ -234,6 +235,12 @@ impl BatchReader {
     /// The schema of the batches.
     pub fn schema(&self) -> SchemaRef {
         dataset_schema(self.labelled)
+    }
+
+    /// Warnings about valid rows read so far (a CSV field that looks like swallowed records);
+    /// complete once the iterator is exhausted.
+    pub fn warnings(&self) -> &[Warning] {
+        self.validator.warnings()
     }
 
     /// The rows skipped so far (with [`ReadOptions::skip_invalid`]); complete once the iterator

@@ -29,7 +29,7 @@ pub struct Summary {
     pub text_chars: LengthStats,
     /// Rows skipped while reading.
     pub skipped_rows: usize,
-    /// Number of warnings (same text and target, different scores).
+    /// Number of warnings (same text and target with different scores, suspicious CSV fields).
     pub warnings: usize,
 }
 
@@ -213,7 +213,7 @@ impl fmt::Display for Summary {
             t.min, t.median, t.mean, t.p95, t.max
         )?;
         if self.warnings > 0 {
-            write!(f, "\nwarnings: {} (same text and target, different scores)", self.warnings)?;
+            write!(f, "\nwarnings: {} (suspicious rows, kept as they are)", self.warnings)?;
         }
         Ok(())
     }

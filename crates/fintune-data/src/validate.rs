@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 
 use crate::arrow_util::FastHash;
 use crate::options::{ReadOptions, ScoreRange};
-use crate::problem::{Location, Problem, ProblemKind, ProblemReport, SkipReport};
+use crate::problem::{Location, Problem, ProblemKind, ProblemReport, SkipReport, Warning};
 use crate::schema::dataset_schema;
 
 /// A string-typed input cell.
@@ -213,6 +213,7 @@ pub(crate) struct Validator {
     ids: IdSet,
     builder: BatchBuilder,
     problems: Vec<Problem>,
+    warnings: Vec<Warning>,
     invalid_rows: usize,
     fatal: bool,
     /// Scratch buffer for generated ids.
@@ -236,6 +237,7 @@ impl Validator {
             ids: IdSet::default(),
             builder: BatchBuilder::new(opts.labelled),
             problems: Vec::new(),
+            warnings: Vec::new(),
             invalid_rows: 0,
             fatal: false,
             id_buf: String::new(),
@@ -325,6 +327,16 @@ impl Validator {
             kind,
             message,
         });
+    }
+
+    /// Records a warning about valid input (the row is kept).
+    pub fn warn(&mut self, warning: Warning) {
+        self.warnings.push(warning);
+    }
+
+    /// The warnings recorded so far.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
     }
 
     /// The input column name of field `field` (0 id .. 5 group).

@@ -58,6 +58,7 @@
 //! # Ok::<(), fintune_dwa::Error>(())
 //! ```
 
+#![deny(missing_docs)]
 // Per-task math walks several parallel per-task arrays; indexed loops read best there.
 #![allow(clippy::needless_range_loop)]
 

@@ -69,7 +69,7 @@ pub(crate) fn load<C: Serialize, S: DeserializeOwned>(
     }
     serde_json::from_value(field("state")?.clone()).map_err(|e| Error::InvalidState {
         method,
-        reason: format!("malformed `state`: {e}"),
+        reason: "malformed `state`".into(),
         source: Some(e),
     })
 }

@@ -196,38 +196,37 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
     if let Some(l) = &opts.lora {
         l.validate()?;
     }
+    // Only the safetensors headers are read here; config.json is checked against them (and
+    // against sane bounds) before any tensor is created.
     let ckpt = Checkpoint::open_dir(dir)?;
     let base = VarStore::new(opts.device);
     let adapters = VarStore::new(opts.device);
     let lora = opts.lora.as_ref().map(|l| (adapters.root(), l));
     let b = Builder::new(base.root(), lora);
-    let (net, prefixes, probe): (Box<dyn Backbone>, &[&str], &str) = match model_type.as_str() {
+    let (net, prefix): (Box<dyn Backbone>, &str) = match model_type.as_str() {
         "bert" | "roberta" => {
             let cfg = bert::Config::from_json(&cfg_path, &text)?;
-            let net = bert::BertModel::new(b, &cfg)?;
             let prefixes: &[&str] =
                 if model_type == "bert" { &["", "bert."] } else { &["", "roberta."] };
-            (Box::new(net), prefixes, "embeddings.word_embeddings.weight")
+            let prefix = find_prefix(&ckpt, dir, "embeddings.word_embeddings.weight", prefixes)?;
+            cfg.check_weights(&cfg_path, &ckpt, prefix)?;
+            (Box::new(bert::BertModel::new(b, &cfg)?), prefix)
         }
         "mpnet" => {
-            let probe = "embeddings.word_embeddings.weight";
             let prefixes: &[&str] = &["", "mpnet."];
+            let prefix = find_prefix(&ckpt, dir, "embeddings.word_embeddings.weight", prefixes)?;
             // Sizes are checked against the weights before anything is allocated.
-            let prefix = ckpt.detect_prefix(probe, prefixes).unwrap_or("");
             let cfg = mpnet::Config::from_checkpoint(&cfg_path, &text, &ckpt, prefix)?;
-            (Box::new(mpnet::MpnetModel::new(b, &cfg)?), prefixes, probe)
+            (Box::new(mpnet::MpnetModel::new(b, &cfg)?), prefix)
         }
         "llama" | "qwen2" => {
             let cfg = llama::Config::from_json(&cfg_path, &text)?;
-            let net = llama::LlamaModel::new(b, &cfg)?;
-            (Box::new(net), &["model.", ""], "embed_tokens.weight")
+            let prefix = find_prefix(&ckpt, dir, "embed_tokens.weight", &["model.", ""])?;
+            cfg.check_weights(&cfg_path, &ckpt, prefix)?;
+            (Box::new(llama::LlamaModel::new(b, &cfg)?), prefix)
         }
         _ => unreachable!("model_type was checked against SUPPORTED above"),
     };
-    let prefix = ckpt.detect_prefix(probe, prefixes).ok_or_else(|| Error::MissingTensor {
-        path: dir.join("model.safetensors"),
-        name: format!("{}{probe}", prefixes[0]),
-    })?;
     let mut base = base;
     if opts.kind != Kind::Float {
         base.set_kind(opts.kind);
@@ -244,4 +243,91 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
         config_json,
         lora: opts.lora.clone(),
     })
+}
+
+/// The first of `prefixes` under which the checkpoint holds `probe` (e.g. `bert.` for a
+/// checkpoint saved with its task head); a [`Error::MissingTensor`] otherwise.
+pub fn find_prefix<'a>(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    probe: &str,
+    prefixes: &[&'a str],
+) -> Result<&'a str> {
+    ckpt.detect_prefix(probe, prefixes).ok_or_else(|| Error::MissingTensor {
+        path: dir.join("model.safetensors"),
+        name: format!("{}{probe}", prefixes.first().copied().unwrap_or_default()),
+    })
+}
+
+/// Upper bounds on config.json sizes, far above any model this crate can train on one
+/// machine: a value beyond them is a broken or hostile file, refused before allocation.
+pub mod bounds {
+    /// Vocabulary size.
+    pub const VOCAB: i64 = 1 << 22;
+    /// Hidden size.
+    pub const HIDDEN: i64 = 1 << 16;
+    /// Feed-forward (intermediate) size.
+    pub const INTERMEDIATE: i64 = 1 << 18;
+    /// Number of layers.
+    pub const LAYERS: usize = 1024;
+    /// Number of attention heads.
+    pub const HEADS: i64 = 1 << 12;
+    /// Number of positions (learned position embeddings).
+    pub const POSITIONS: i64 = 1 << 20;
+}
+
+/// Checks that a config.json size `field = value` lies in `1..=max`.
+pub fn check_size(config: &Path, field: &str, value: i64, max: i64) -> Result<()> {
+    if !(1..=max).contains(&value) {
+        return Err(Error::config(config, format!("{field} = {value} is outside 1..={max}")));
+    }
+    Ok(())
+}
+
+/// Checks that `num_hidden_layers` is sane and equals the number of layers the weights hold:
+/// the indices `i` of the tensors named `{layer_prefix}{i}.…` are exactly `0..layers`.
+pub fn check_layers(
+    config: &Path,
+    ckpt: &Checkpoint,
+    layer_prefix: &str,
+    layers: usize,
+) -> Result<()> {
+    if layers > bounds::LAYERS {
+        return Err(Error::config(
+            config,
+            format!("num_hidden_layers = {layers} is above {}", bounds::LAYERS),
+        ));
+    }
+    let found = ckpt.layer_indices(layer_prefix);
+    if found.len() != layers || found.iter().copied().ne(0..layers) {
+        let held = match (found.first(), found.last()) {
+            (Some(a), Some(b)) => {
+                format!("{} layers ({layer_prefix}{a} to {layer_prefix}{b})", found.len())
+            }
+            _ => format!("no tensor named {layer_prefix}N.*"),
+        };
+        return Err(Error::config(
+            config,
+            format!("num_hidden_layers = {layers}, but the weights hold {held}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The most tokens a backbone takes, from its config.json: `max_position_embeddings`, less
+/// `pad_token_id + 1` for the families that count positions from the pad id (RoBERTa,
+/// MPNet, ...); `None` for rotary families (Llama, Qwen2), whose positions are computed, and
+/// for configs without the field.
+pub fn position_limit(config: &serde_json::Value) -> Option<usize> {
+    let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+    if ["llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "phi3"].contains(&model_type) {
+        return None;
+    }
+    let max = config.get("max_position_embeddings")?.as_u64()?;
+    let offset = if ["roberta", "xlm-roberta", "camembert", "mpnet"].contains(&model_type) {
+        config.get("pad_token_id").and_then(|v| v.as_u64()).unwrap_or(1) + 1
+    } else {
+        0
+    };
+    usize::try_from(max.saturating_sub(offset)).ok()
 }

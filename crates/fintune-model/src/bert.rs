@@ -14,30 +14,45 @@ use tch::{Kind, Tensor};
 use crate::backbone::{Backbone, BackboneInfo, LayerContext, Pooling};
 use crate::layers::{Activation, Builder, Embedding, LayerNorm, Linear};
 use crate::tokenize::{Batch, PaddingSide};
+use crate::weights::Checkpoint;
 use crate::{Error, Result};
 
 /// The fields of a BERT/RoBERTa `config.json` this implementation reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfConfig {
+    /// `model_type` (the family).
     pub model_type: String,
+    /// Vocabulary size (rows of the token embedding).
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Number of transformer layers.
     pub num_hidden_layers: usize,
+    /// Number of attention heads.
     pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Activation of the feed-forward layer.
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Dropout on hidden states.
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    /// Rows of the position embedding.
     pub max_position_embeddings: i64,
+    /// Rows of the token-type embedding.
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: i64,
+    /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Id of the padding token.
     #[serde(default)]
     pub pad_token_id: Option<i64>,
+    /// Only `absolute` is supported.
     #[serde(default)]
     pub position_embedding_type: Option<String>,
 }
@@ -60,17 +75,29 @@ fn default_eps() -> f64 {
 pub struct Config {
     /// `true` for RoBERTa-style position ids and no token types.
     pub roberta: bool,
+    /// Vocabulary size (rows of the token embedding).
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Number of transformer layers.
     pub num_layers: usize,
+    /// Number of attention heads.
     pub num_heads: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Activation of the feed-forward layer.
     pub act: Activation,
+    /// Dropout on hidden states.
     pub hidden_dropout: f64,
+    /// Dropout on attention probabilities.
     pub attention_dropout: f64,
+    /// Rows of the position embedding.
     pub max_positions: i64,
+    /// Rows of the token-type embedding.
     pub type_vocab_size: i64,
+    /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// Id of the padding token.
     pub pad_token_id: i64,
 }
 
@@ -140,6 +167,40 @@ impl Config {
             layer_norm_eps: hf.layer_norm_eps,
             pad_token_id,
         })
+    }
+}
+
+impl Config {
+    /// Checks every size against sane bounds and against the checkpoint's tensor shapes (the
+    /// safetensors headers, nothing is read), before the model allocates anything: a
+    /// config.json claiming `num_hidden_layers: 1000000` or `hidden_size: 1200000000` is an
+    /// error, not an allocation. `prefix` is the checkpoint's key prefix (`""`, `bert.`, ...).
+    pub fn check_weights(&self, config: &Path, ckpt: &Checkpoint, prefix: &str) -> Result<()> {
+        use crate::backbone::{bounds, check_layers, check_size};
+        check_size(config, "vocab_size", self.vocab_size, bounds::VOCAB)?;
+        check_size(config, "hidden_size", self.hidden_size, bounds::HIDDEN)?;
+        check_size(config, "num_attention_heads", self.num_heads, bounds::HEADS)?;
+        check_size(config, "intermediate_size", self.intermediate_size, bounds::INTERMEDIATE)?;
+        check_size(config, "max_position_embeddings", self.max_positions, bounds::POSITIONS)?;
+        check_size(config, "type_vocab_size", self.type_vocab_size, bounds::VOCAB)?;
+        check_layers(config, ckpt, &format!("{prefix}encoder.layer."), self.num_layers)?;
+        let (h, e) = (self.hidden_size, format!("{prefix}embeddings."));
+        for (name, rows, what) in [
+            ("word_embeddings", self.vocab_size, "vocab_size and hidden_size"),
+            ("position_embeddings", self.max_positions, "max_position_embeddings and hidden_size"),
+            ("token_type_embeddings", self.type_vocab_size, "type_vocab_size and hidden_size"),
+        ] {
+            ckpt.expect_shape(config, &format!("{e}{name}.weight"), &[rows, h], what)?;
+        }
+        for i in 0..self.num_layers {
+            let l = format!("{prefix}encoder.layer.{i}.");
+            let what = "hidden_size";
+            ckpt.expect_shape(config, &format!("{l}attention.self.query.weight"), &[h, h], what)?;
+            let what = "intermediate_size and hidden_size";
+            let inter = self.intermediate_size;
+            ckpt.expect_shape(config, &format!("{l}intermediate.dense.weight"), &[inter, h], what)?;
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,9 @@
 //! and `FINTUNE_KERNELS` is not `off`; the fallbacks compute the same numbers (tested to 1e-5
 //! on a GPU).
 
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
@@ -143,7 +146,8 @@ fn squared_norms_kernel(tensors: &[Tensor]) -> Result<Tensor> {
 }
 
 /// The squared L2 norm of a contiguous float32 CPU tensor, accumulated in float64 over
-/// chunks split across the libtorch thread count; `None` for any other tensor.
+/// chunks split across the libtorch thread count (run on the persistent [`pool`]); `None`
+/// for any other tensor.
 fn squared_norm_cpu(t: &Tensor) -> Option<f64> {
     if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
         return None;
@@ -154,27 +158,54 @@ fn squared_norm_cpu(t: &Tensor) -> Option<f64> {
     }
     // SAFETY: a live, contiguous float32 buffer of n elements, only read while `t` is borrowed.
     let xs = unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>().cast_const(), n) };
-    let sum = |xs: &[f32]| -> f64 {
-        // Eight float64 lanes so the loop vectorises.
-        let mut acc = [0f64; 8];
-        let chunks = xs.chunks_exact(8);
-        let rest: f64 = chunks.remainder().iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-        for c in chunks {
-            for (a, &x) in acc.iter_mut().zip(c) {
-                *a += f64::from(x) * f64::from(x);
-            }
-        }
-        acc.iter().sum::<f64>() + rest
-    };
-    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
-    if threads == 1 || n < 1 << 16 {
-        return Some(sum(xs));
+    let threads = cpu_threads();
+    if threads == 1 || n < PARALLEL_MIN {
+        return Some(lane_sum(xs));
     }
+    // The chunks and the order of their sum depend only on the thread count, never on which
+    // worker runs a chunk, so the result is the same with the pool or without it.
     let chunk = n.div_ceil(threads);
-    Some(std::thread::scope(|sc| {
-        let hs: Vec<_> = xs.chunks(chunk).map(|c| sc.spawn(move || sum(c))).collect();
-        hs.into_iter().map(|h| h.join().expect("norm thread")).sum()
-    }))
+    let parts: Vec<f64> = match pool() {
+        Some(pool) => pool.install(|| xs.par_chunks(chunk).map(lane_sum).collect()),
+        None => xs.chunks(chunk).map(lane_sum).collect(),
+    };
+    Some(parts.into_iter().sum())
+}
+
+/// The sum of squares of `xs` in float64, over eight lanes so the loop vectorises.
+fn lane_sum(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f64::from(x) * f64::from(x);
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
+/// Tensors below this many elements are handled on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// The libtorch thread count (at least 1): how many chunks a large tensor is cut into.
+fn cpu_threads() -> usize {
+    usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
+}
+
+/// The worker pool of the CPU loops, created on first use with the libtorch thread count and
+/// kept for the life of the process (a MiniLM step used to spawn ~80 threads). `None` when
+/// its threads could not be started: the loops then run on the calling thread.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cpu_threads())
+            .thread_name(|i| format!("fintune-cpu-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 /// Sum of the squared norms (the squared global norm), as an `f64` on the host.
@@ -321,7 +352,8 @@ pub struct AdamWScalars {
 /// training step on CPU). Element by element it is `torch.optim.AdamW`'s
 /// single-tensor update, in float32 as libtorch computes it: `p *= 1 - lr wd`,
 /// `m = m + (1 - b1)(g - m)`, `v = b2 v + (1 - b2) g g`, `p += -(lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.
-/// Split over the libtorch thread count. Returns false (and touches nothing) when a tensor
+/// Split over the libtorch thread count, on the persistent worker pool (on the calling thread
+/// when the pool could not start). Returns false (and touches nothing) when a tensor
 /// is not eligible, for the caller to take the tensor path.
 pub fn adamw_cpu(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: AdamWScalars) -> bool {
     let n = p.numel();
@@ -363,22 +395,22 @@ pub fn adamw_cpu(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: AdamWScalars
             *p += step * (*m / (v.sqrt() / bc2 + eps));
         }
     };
-    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
-    if threads == 1 || n < 1 << 16 {
-        update(ps, gs, ms, vs);
-    } else {
-        let chunk = n.div_ceil(threads);
-        std::thread::scope(|sc| {
-            for (((p, g), m), v) in ps
-                .chunks_mut(chunk)
-                .zip(gs.chunks(chunk))
-                .zip(ms.chunks_mut(chunk))
-                .zip(vs.chunks_mut(chunk))
-            {
-                sc.spawn(move || update(p, g, m, v));
-            }
-        });
+    let threads = cpu_threads();
+    if threads > 1 && n >= PARALLEL_MIN {
+        if let Some(pool) = pool() {
+            let chunk = n.div_ceil(threads);
+            pool.install(|| {
+                ps.par_chunks_mut(chunk)
+                    .zip(gs.par_chunks(chunk))
+                    .zip(ms.par_chunks_mut(chunk))
+                    .zip(vs.par_chunks_mut(chunk))
+                    .for_each(|(((p, g), m), v)| update(p, g, m, v));
+            });
+            return true;
+        }
     }
+    // Element by element, so one pass on this thread gives the same bits.
+    update(ps, gs, ms, vs);
     true
 }
 

@@ -31,6 +31,8 @@
 //! Architecture Invariant: this crate knows nothing of datasets, DAS or task weighting;
 //! the trainer passes class counts in and stores its own data in `fintune.json`'s `extra`.
 
+#![deny(missing_docs)]
+
 pub mod backbone;
 pub mod bert;
 mod error;

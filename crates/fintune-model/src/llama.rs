@@ -25,14 +25,19 @@ use crate::{Error, Result};
 /// `rope_scaling` as written in config.json.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfRopeScaling {
+    /// `default`, `linear` or `llama3`.
     #[serde(alias = "type")]
     pub rope_type: String,
+    /// Scaling factor.
     #[serde(default)]
     pub factor: Option<f64>,
+    /// Llama 3 low-frequency factor.
     #[serde(default)]
     pub low_freq_factor: Option<f64>,
+    /// Llama 3 high-frequency factor.
     #[serde(default)]
     pub high_freq_factor: Option<f64>,
+    /// Llama 3 original context length.
     #[serde(default)]
     pub original_max_position_embeddings: Option<f64>,
 }
@@ -40,30 +45,46 @@ pub struct HfRopeScaling {
 /// The fields of a Llama/Qwen2 `config.json` this implementation reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfConfig {
+    /// `model_type` (the family).
     pub model_type: String,
+    /// Vocabulary size (rows of the token embedding).
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Number of transformer layers.
     pub num_hidden_layers: usize,
+    /// Number of attention heads.
     pub num_attention_heads: i64,
+    /// Number of key/value heads (grouped-query attention; default: all).
     #[serde(default)]
     pub num_key_value_heads: Option<i64>,
+    /// Width of one attention head.
     #[serde(default)]
     pub head_dim: Option<i64>,
+    /// RMSNorm epsilon.
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
+    /// Rotary base frequency.
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
+    /// Rotary scaling.
     #[serde(default)]
     pub rope_scaling: Option<HfRopeScaling>,
+    /// Activation of the feed-forward layer.
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Whether q/k/v/o projections have biases.
     #[serde(default)]
     pub attention_bias: Option<bool>,
+    /// Whether the MLP projections have biases.
     #[serde(default)]
     pub mlp_bias: bool,
+    /// Whether the LM head shares the token embedding.
     #[serde(default)]
     pub tie_word_embeddings: Option<bool>,
+    /// Dropout on attention probabilities.
     #[serde(default)]
     pub attention_dropout: f64,
 }
@@ -84,30 +105,59 @@ pub enum RopeScaling {
     /// Plain RoPE.
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
     /// Llama 3.1's frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: f64 },
+    Llama3 {
+        /// Scaling of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_positions / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_positions / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was trained with.
+        original_max_positions: f64,
+    },
 }
 
 /// Validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `true` for Qwen2 (q/k/v biases).
     pub qwen2: bool,
+    /// Vocabulary size (rows of the token embedding).
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Number of transformer layers.
     pub num_layers: usize,
+    /// Number of attention heads.
     pub num_heads: i64,
+    /// Number of key/value heads (grouped-query attention).
     pub num_kv_heads: i64,
+    /// Width of one attention head.
     pub head_dim: i64,
+    /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
+    /// Rotary base frequency.
     pub rope_theta: f64,
+    /// Rotary scaling.
     pub rope_scaling: RopeScaling,
+    /// Activation of the feed-forward layer.
     pub act: Activation,
+    /// Whether q/k/v projections have biases.
     pub qkv_bias: bool,
+    /// Whether the output projection has a bias.
     pub o_bias: bool,
+    /// Whether the MLP projections have biases.
     pub mlp_bias: bool,
+    /// Whether the LM head shares the token embedding.
     pub tie_word_embeddings: bool,
+    /// Dropout on attention probabilities.
     pub attention_dropout: f64,
 }
 
@@ -244,6 +294,42 @@ impl Config {
                     .collect()
             }
         }
+    }
+}
+
+impl Config {
+    /// Checks every size against sane bounds and against the checkpoint's tensor shapes (the
+    /// safetensors headers, nothing is read), before the model allocates anything. `prefix`
+    /// is the checkpoint's key prefix (`model.` or `""`).
+    pub fn check_weights(&self, config: &Path, ckpt: &Checkpoint, prefix: &str) -> Result<()> {
+        use crate::backbone::{bounds, check_layers, check_size};
+        check_size(config, "vocab_size", self.vocab_size, bounds::VOCAB)?;
+        check_size(config, "hidden_size", self.hidden_size, bounds::HIDDEN)?;
+        check_size(config, "num_attention_heads", self.num_heads, bounds::HEADS)?;
+        check_size(config, "num_key_value_heads", self.num_kv_heads, bounds::HEADS)?;
+        check_size(config, "head_dim", self.head_dim, bounds::HIDDEN)?;
+        check_size(config, "intermediate_size", self.intermediate_size, bounds::INTERMEDIATE)?;
+        check_layers(config, ckpt, &format!("{prefix}layers."), self.num_layers)?;
+        let (h, q, kv) =
+            (self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let what = "vocab_size and hidden_size";
+        ckpt.expect_shape(
+            config,
+            &format!("{prefix}embed_tokens.weight"),
+            &[self.vocab_size, h],
+            what,
+        )?;
+        for i in 0..self.num_layers {
+            let l = format!("{prefix}layers.{i}.");
+            for (name, shape, what) in [
+                ("self_attn.q_proj", [q, h], "num_attention_heads, head_dim and hidden_size"),
+                ("self_attn.k_proj", [kv, h], "num_key_value_heads, head_dim and hidden_size"),
+                ("mlp.gate_proj", [self.intermediate_size, h], "intermediate_size and hidden_size"),
+            ] {
+                ckpt.expect_shape(config, &format!("{l}{name}.weight"), &shape, what)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -331,8 +331,12 @@ impl MultiTaskModel {
     /// A text encoder for this backbone: the tokenizer in `dir` (the backbone or a saved model
     /// folder), the spec's max length, the family's padding side.
     pub fn text_encoder(&self, dir: &Path) -> Result<TextEncoder> {
-        Ok(TextEncoder::from_file(dir, self.spec.max_len)?
-            .with_padding_side(self.info().padding_side))
+        let enc = TextEncoder::from_file(dir, self.spec.max_len)?;
+        let enc = match crate::backbone::position_limit(&self.backbone.config_json) {
+            Some(limit) => enc.with_position_limit(limit)?,
+            None => enc,
+        };
+        Ok(enc.with_padding_side(self.info().padding_side))
     }
 
     /// Runs the model. `train` enables dropout. Gradients flow by ordinary autograd.

@@ -1,5 +1,11 @@
 //! Tokenization into typed, per-batch padded [`Batch`]es.
+//!
+//! The work per text is bounded: a text is cut to [`TextEncoder::max_chars`] characters
+//! before the tokenizer sees it, and no text yields more tokens than the backbone's position
+//! embeddings hold. A tokenizer failure, even one that panics inside `tokenizers` (a regex
+//! that exhausts its retry limit), is an [`Error::Tokenizer`].
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -105,7 +111,8 @@ impl Batch {
 /// Turns texts into [`Encoded`] token ids and padded [`Batch`]es with a `tokenizer.json`.
 ///
 /// Truncates to `max_len` tokens (special tokens included) and pads per batch (the fixed
-/// padding some tokenizer files carry, e.g. MiniLM's 128, is switched off).
+/// padding some tokenizer files carry, e.g. MiniLM's 128, is switched off). Texts are cut to
+/// `max_len * CHARS_PER_TOKEN` characters first, so a 10 MB text costs what a short one does.
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
@@ -114,14 +121,68 @@ pub struct TextEncoder {
     side: PaddingSide,
 }
 
+/// Characters kept per token of `max_len` before tokenization: far above what a token spans
+/// in text (about 4 characters in English, a few more in long words), so the first `max_len`
+/// tokens of the cut text are those of the whole text unless it is mostly whitespace.
+pub const CHARS_PER_TOKEN: usize = 32;
+
+/// The longest prefix of `text` with at most `max_chars` characters (a char boundary).
+fn clip(text: &str, max_chars: usize) -> &str {
+    if text.len() <= max_chars {
+        return text;
+    }
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 impl TextEncoder {
     /// Loads `tokenizer.json` from `path` (a file or a model folder). `max_len` is the
-    /// truncation length in tokens (the trainer's default is 128).
+    /// truncation length in tokens (the trainer's default is 128). When the folder holds a
+    /// `config.json`, `max_len` must fit the backbone's position embeddings
+    /// ([`crate::backbone::position_limit`]): an error otherwise, never an index out of range
+    /// in the first long text.
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_owned() };
         let tokenizer = Tokenizer::from_file(&file)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", file.display())))?;
-        Self::new(tokenizer, max_len)
+            .map_err(|e| Error::tokenizer(format!("cannot load {}", file.display()), e))?;
+        let encoder = Self::new(tokenizer, max_len)?;
+        let config = file.with_file_name("config.json");
+        if !config.exists() {
+            return Ok(encoder);
+        }
+        let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::json(&config, e))?;
+        match crate::backbone::position_limit(&json) {
+            Some(limit) => encoder.with_position_limit(limit).map_err(|e| match e {
+                Error::Invalid(reason) => Error::config(&config, reason),
+                other => other,
+            }),
+            None => Ok(encoder),
+        }
+    }
+
+    /// Checks that `max_len` tokens fit a backbone whose position embeddings hold `limit`
+    /// tokens (an [`Error::Invalid`] naming both otherwise).
+    pub fn with_position_limit(self, limit: usize) -> Result<Self> {
+        if self.max_len > limit {
+            return Err(Error::Invalid(format!(
+                "max_len {} exceeds the backbone's position limit: its position embeddings hold {limit} tokens (use --max-len {limit} or less)",
+                self.max_len
+            )));
+        }
+        Ok(self)
     }
 
     /// Wraps an already-built tokenizer.
@@ -147,7 +208,7 @@ impl TextEncoder {
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
             }))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            .map_err(|e| Error::tokenizer(format!("cannot truncate to {max_len} tokens"), e))?;
         Ok(TextEncoder { tokenizer, max_len, pad_id, side: PaddingSide::Right })
     }
 
@@ -169,6 +230,10 @@ impl TextEncoder {
     pub fn max_len(&self) -> usize {
         self.max_len
     }
+    /// How many characters of a text are tokenized: `max_len * CHARS_PER_TOKEN`.
+    pub fn max_chars(&self) -> usize {
+        self.max_len.saturating_mul(CHARS_PER_TOKEN)
+    }
     /// The pad id.
     pub fn pad_id(&self) -> i64 {
         self.pad_id
@@ -182,20 +247,36 @@ impl TextEncoder {
         &self.tokenizer
     }
 
-    /// Tokenizes texts in parallel (special tokens added, truncated to `max_len`).
+    /// Tokenizes texts in parallel (special tokens added, each text cut to
+    /// [`Self::max_chars`] characters, then truncated to `max_len` tokens).
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
-        let inputs: Vec<tokenizers::EncodeInput<'_>> = texts.iter().map(|t| (*t).into()).collect();
-        let encs = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(encs
+        let cap = self.max_chars();
+        let inputs: Vec<tokenizers::EncodeInput<'_>> =
+            texts.iter().map(|t| clip(t, cap).into()).collect();
+        let what = || match texts {
+            [one] => format!("cannot encode a text of {} bytes", one.len()),
+            many => format!("cannot encode a batch of {} texts", many.len()),
+        };
+        // `tokenizers` panics on some failures (the onig regex of a pre-tokenizer that exhausts
+        // its retry limit); the tokenizer is only read, so it stays usable afterwards.
+        let encs = catch_unwind(AssertUnwindSafe(|| self.tokenizer.encode_batch(inputs, true)))
+            .map_err(|panic| Error::tokenizer(what(), panic_message(panic.as_ref()).into()))?
+            .map_err(|e| Error::tokenizer(what(), e))?;
+        let out: Vec<Encoded> = encs
             .into_iter()
             .map(|e| Encoded {
                 ids: e.get_ids().iter().map(|&i| i64::from(i)).collect(),
                 type_ids: e.get_type_ids().iter().map(|&i| i64::from(i)).collect(),
             })
-            .collect())
+            .collect();
+        if let Some(long) = out.iter().find(|e| e.len() > self.max_len) {
+            return Err(Error::Invalid(format!(
+                "the tokenizer returned {} tokens, more than max_len {}",
+                long.len(),
+                self.max_len
+            )));
+        }
+        Ok(out)
     }
 
     /// Tokenizes and pads `texts` into one batch on `device`.

@@ -2,9 +2,10 @@
 //! name-for-name loading into a [`VarStore`] with shape checks, and atomic writing.
 //!
 //! Only safetensors are read, never pickle. A truncated or corrupted file is an
-//! [`Error::Safetensors`], never a crash.
+//! [`Error::Safetensors`], never a crash; a weight holding NaN or infinity is an
+//! [`Error::NonFinite`] naming it; an index may only name shards inside the model folder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,17 @@ impl Checkpoint {
         let mut files: Vec<String> = index.weight_map.values().cloned().collect();
         files.sort();
         files.dedup();
+        // Shards live in the folder itself: `../x.safetensors` or `/etc/x` would read files the
+        // model does not own. (Symbolic links inside the folder, as in the Hugging Face cache,
+        // stay allowed: only the names are checked.)
+        if let Some(bad) = files.iter().find(|f| !inside_folder(f)) {
+            return Err(Error::config(
+                &index_path,
+                format!(
+                    "weight_map names shard `{bad}`, which is outside the model folder (shards must be relative paths inside it)"
+                ),
+            ));
+        }
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         let ckpt = Self::open_files(&paths)?;
         for (name, file) in &index.weight_map {
@@ -128,6 +140,38 @@ impl Checkpoint {
         Ok((shard, info))
     }
 
+    /// The distinct `i` of the tensors named `{prefix}{i}.…` (the layers a checkpoint holds
+    /// below `prefix`, e.g. `encoder.layer.`).
+    pub fn layer_indices(&self, prefix: &str) -> BTreeSet<usize> {
+        self.index
+            .range(prefix.to_owned()..)
+            .map(|(name, _)| name)
+            .take_while(|name| name.starts_with(prefix))
+            .filter_map(|name| name[prefix.len()..].split_once('.')?.0.parse().ok())
+            .collect()
+    }
+
+    /// Checks that tensor `name` has the shape `expected`, which a config.json implies:
+    /// a [`Error::Config`] on `config` naming `what` (the config fields) otherwise.
+    pub fn expect_shape(
+        &self,
+        config: &Path,
+        name: &str,
+        expected: &[i64],
+        what: &str,
+    ) -> Result<()> {
+        let found = self.shape(name)?;
+        if found != expected {
+            return Err(Error::config(
+                config,
+                format!(
+                    "tensor `{name}` has shape {found:?}, the model expects {expected:?} (from {what})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<i64>> {
         Ok(self.info(name)?.1.shape.iter().map(|&d| d as i64).collect())
@@ -192,7 +236,12 @@ impl Checkpoint {
         names.sort();
         for name in names {
             let dst = vars.named_variables.get_mut(&name).expect("listed above");
-            self.copy_into(&format!("{prefix}{name}"), dst)?;
+            let full = format!("{prefix}{name}");
+            self.copy_into(&full, dst)?;
+            if dst.is_floating_point() && !tch::no_grad(|| all_finite(dst))? {
+                let (shard, _) = self.info(&full)?;
+                return Err(Error::NonFinite { path: shard.path.clone(), name: full });
+            }
         }
         Ok(())
     }
@@ -206,6 +255,19 @@ impl Checkpoint {
             }
         }
     }
+}
+
+/// Whether every element of a floating-point tensor is finite (no NaN, no infinity).
+fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1)
+}
+
+/// Whether a shard name from an index is a relative path that stays inside the folder.
+fn inside_folder(name: &str) -> bool {
+    use std::path::Component;
+    let path = Path::new(name);
+    !name.is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 fn describe(err: &safetensors::SafeTensorError, len: usize) -> String {
@@ -303,7 +365,7 @@ pub fn save(
     let tmp = tmp_path(path);
     let result =
         safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), metadata, &tmp)
-            .map_err(|e| Error::Safetensors { path: path.to_owned(), reason: e.to_string() })
+            .map_err(|source| Error::SafetensorsWrite { path: path.to_owned(), source })
             .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -2,4 +2,4 @@
 
 mod api;
 mod props;
-mod real_data;
+mod shared_data;

@@ -7,6 +7,12 @@
 //! record starts (the header is line 1). An empty field is a null, except in the text column
 //! where it is an empty text. Every cell is checked for valid UTF-8 on its own, so a bad byte
 //! is reported with its column.
+//!
+//! A quoted field left open at the end of the file is a file-level problem at the line where
+//! the field began. A text field that spans several lines, each of which looks like a whole
+//! record (`a,"hello,0.5` / `b,fine,0.1` / `c,more",0.2` reads as ONE row), is valid CSV
+//! but almost always a stray quote in a broken export: it is kept, with a
+//! [`Warning::SuspiciousMultilineField`] naming the line where the field began.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -15,12 +21,13 @@ use std::io::Read;
 use csv::ByteRecord;
 
 use crate::error::Error;
-use crate::problem::{Location, ProblemKind};
+use crate::problem::{Location, ProblemKind, Warning};
 use crate::read::Source;
 use crate::validate::{field, Cell, FileCtx, RawRow, ScoreCell, Validator};
 
 /// Wraps the input to record where line terminators are, so records get their exact start
-/// line: the CSV parser's own positions point before skipped blank lines.
+/// line: the CSV parser's own positions point before skipped blank lines. It also follows the
+/// quoting as the parser does, to tell where a quoted field left open at the end began.
 pub(crate) struct Tracked<R> {
     inner: R,
     offset: u64,
@@ -28,15 +35,58 @@ pub(crate) struct Tracked<R> {
     terminators: VecDeque<(u64, u8)>,
     /// `\n` bytes before the last queried offset.
     newlines: u64,
+    delimiter: u8,
+    quote: QuoteState,
+    /// `\n` bytes read so far.
+    lines_read: u64,
+    /// The 1-based line where the quoted field being read began.
+    quote_line: u64,
+    /// Whether the input is exhausted.
+    eof: bool,
+}
+
+/// Where the parser is with respect to quoting (RFC 4180, as the `csv` crate reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside an unquoted field (a `"` there is an ordinary byte).
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a `"` inside a quoted field: `""` is an escaped quote, anything else ends it.
+    AfterQuote,
 }
 
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
         for (i, &b) in buf[..n].iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
+            let end = b == b'\n' || b == b'\r';
+            if end {
                 self.terminators.push_back((self.offset + i as u64, b));
             }
+            let boundary = end || b == self.delimiter;
+            self.quote = match self.quote {
+                QuoteState::FieldStart if b == b'"' => {
+                    self.quote_line = self.lines_read + 1;
+                    QuoteState::Quoted
+                }
+                QuoteState::FieldStart | QuoteState::Unquoted | QuoteState::AfterQuote
+                    if boundary =>
+                {
+                    QuoteState::FieldStart
+                }
+                QuoteState::FieldStart | QuoteState::Unquoted => QuoteState::Unquoted,
+                QuoteState::Quoted if b == b'"' => QuoteState::AfterQuote,
+                QuoteState::Quoted => QuoteState::Quoted,
+                QuoteState::AfterQuote if b == b'"' => QuoteState::Quoted,
+                QuoteState::AfterQuote => QuoteState::Unquoted,
+            };
+            self.lines_read += u64::from(b == b'\n');
         }
         self.offset += n as u64;
         Ok(n)
@@ -44,8 +94,23 @@ impl<R: Read> Read for Tracked<R> {
 }
 
 impl<R> Tracked<R> {
-    fn new(inner: R) -> Self {
-        Tracked { inner, offset: 0, terminators: VecDeque::new(), newlines: 0 }
+    fn new(inner: R, delimiter: u8) -> Self {
+        Tracked {
+            inner,
+            offset: 0,
+            terminators: VecDeque::new(),
+            newlines: 0,
+            delimiter,
+            quote: QuoteState::FieldStart,
+            lines_read: 0,
+            quote_line: 0,
+            eof: false,
+        }
+    }
+
+    /// The line where a quoted field began that is still open at the end of the input.
+    fn unterminated_quote(&self) -> Option<u64> {
+        (self.eof && self.quote == QuoteState::Quoted).then_some(self.quote_line)
     }
 
     /// The 1-based line of a record whose parse started at byte `start` (possibly before blank
@@ -74,6 +139,7 @@ impl<R> Tracked<R> {
 pub(crate) struct DelimitedSource<R: Read> {
     reader: csv::Reader<Tracked<R>>,
     file: FileCtx,
+    delimiter: u8,
     /// Header index of each mapped field.
     index: [Option<usize>; 6],
     width: usize,
@@ -94,7 +160,7 @@ impl<R: Read + Send> DelimitedSource<R> {
             .delimiter(delimiter)
             .has_headers(true)
             .flexible(true)
-            .from_reader(Tracked::new(input));
+            .from_reader(Tracked::new(input, delimiter));
         let header = reader
             .byte_headers()
             .map_err(|e| Error::Csv { path: file.path.clone(), source: e })?
@@ -143,12 +209,33 @@ impl<R: Read + Send> DelimitedSource<R> {
         Ok(ok.then(|| DelimitedSource {
             reader,
             file,
+            delimiter,
             index,
             width: header.len(),
             record: 0,
             buf: ByteRecord::new(),
         }))
     }
+}
+
+/// When field number `index` (of `width`) spans several lines and every line of it would be a
+/// whole record on its own, the number of lines (the signature of a stray quote that swallowed
+/// the records after it). The first line completes the fields before it, the middle lines hold
+/// `width` fields each, and the last line the fields up to the field's position.
+fn record_like_lines(field: &[u8], index: usize, width: usize, delimiter: u8) -> Option<u64> {
+    if width < 2 || !field.contains(&b'\n') {
+        return None;
+    }
+    let lines: Vec<&[u8]> =
+        field.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
+    let fields = |l: &[u8]| l.iter().filter(|&&b| b == delimiter).count() + 1;
+    let last = lines.len() - 1;
+    let whole = lines.iter().copied().enumerate().all(|(i, l)| {
+        let (before, after) =
+            (if i == 0 { index } else { 0 }, if i == last { width - index - 1 } else { 0 });
+        !l.iter().all(u8::is_ascii_whitespace) && before + fields(l) + after == width
+    });
+    whole.then_some(lines.len() as u64)
 }
 
 fn cell<'a>(bytes: Option<&'a [u8]>, is_text: bool) -> Cell<'a> {
@@ -177,6 +264,18 @@ impl<R: Read + Send> Source for DelimitedSource<R> {
             let start = self.buf.position().map_or(0, |p| p.byte());
             let line = self.reader.get_mut().record_line(start);
             let loc = Location::Line(line);
+            if let Some(open) = self.reader.get_ref().unterminated_quote() {
+                v.file_problem(
+                    &self.file,
+                    Location::Line(open),
+                    None,
+                    ProblemKind::Malformed,
+                    "a quoted field begins on this line and is never closed (a stray `\"`?): \
+                     the rest of the file would be read into it"
+                        .to_string(),
+                );
+                return Ok(false);
+            }
             if self.buf.len() != self.width {
                 v.malformed(
                     &self.file,
@@ -189,6 +288,18 @@ impl<R: Read + Send> Source for DelimitedSource<R> {
                     ),
                 );
                 continue;
+            }
+            if let Some(i) = self.index[field::TEXT] {
+                if let Some(lines) = record_like_lines(&self.buf[i], i, self.width, self.delimiter)
+                {
+                    let column = v.name(field::TEXT).to_string();
+                    v.warn(Warning::SuspiciousMultilineField {
+                        file: self.file.path.clone(),
+                        line,
+                        lines,
+                        column,
+                    });
+                }
             }
             let get = |f: usize| self.index[f].map(|i| &self.buf[i]);
             let mut row = RawRow::new(loc, self.record);

@@ -9,7 +9,7 @@ use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBat
 use arrow_schema::{DataType, Field, Schema};
 
 use super::*;
-use crate::problem::{Location, ProblemKind};
+use crate::problem::{Location, ProblemKind, Warning};
 
 fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
@@ -418,6 +418,65 @@ fn csv_missing_columns_are_fatal() {
     );
     let unlabelled = read_dataset(&[&no_score], &ReadOptions::new().labelled(false)).unwrap();
     assert_eq!(unlabelled.ids(), ["noscore-1"]);
+}
+
+/// Issue 15, defect 7: a stray quote closed only lines later swallows the records between
+/// into one row. It stays one row (valid CSV), with a warning naming the file and the line
+/// where the field began; the streaming reader reports it too.
+#[test]
+fn csv_stray_quote_spanning_record_like_lines_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = "id,text,score\n\
+        a,\"hello world,0.5\n\
+        b,fine text,0.1\n\
+        c,more text\",0.2\n\
+        d,\"two\nlines\",0.3\n";
+    let path = write(dir.path(), "stray.csv", content);
+    let data = read(&path).unwrap();
+    assert_eq!(data.ids(), ["a", "d"]);
+    assert_eq!(data.texts()[0], "hello world,0.5\nb,fine text,0.1\nc,more text");
+    let [warning] = data.warnings() else { panic!("{:#?}", data.warnings()) };
+    assert_eq!(
+        warning,
+        &Warning::SuspiciousMultilineField {
+            file: path.clone(),
+            line: 2,
+            lines: 3,
+            column: "text".into()
+        }
+    );
+    let shown = warning.to_string();
+    assert!(shown.starts_with(&format!("{}:2: column \"text\":", path.display())), "{shown}");
+    assert!(shown.contains("stray quote"), "{shown}");
+    assert_eq!(data.summary().warnings, 1);
+    let mut reader = BatchReader::open(&path, &ReadOptions::new()).unwrap();
+    assert_eq!(reader.by_ref().map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
+    assert_eq!(reader.warnings(), data.warnings());
+}
+
+/// An unterminated quoted field is an error naming the line where the field began, even
+/// when its record happens to have the right number of fields.
+#[test]
+fn csv_unterminated_quote_names_the_line_where_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content, open) in [
+        ("mid.csv", "id,text,score\na,fine,0.1\nb,\"open,0.5\nc,x,0.2\n", 3),
+        ("last.csv", "id,score,text\na,0.1,fine\n\nb,0.5,\"open text\nmore", 4),
+        ("tsv.tsv", "id\ttext\tscore\na\t\"x\ty\"\t0.1\nb\t\"open\t0.5\n", 3),
+    ] {
+        let path = write(dir.path(), name, content);
+        for skip in [false, true] {
+            let opts = ReadOptions::new().skip_invalid(skip);
+            let found = problems(read_dataset(&[&path], &opts));
+            assert_eq!(found, [row(open, ProblemKind::Malformed)], "{name}");
+        }
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains(&format!("{name}:{open}: a quoted field begins")), "{err}");
+        assert!(err.contains("never closed"), "{err}");
+    }
+    // Quotes inside unquoted fields are ordinary characters, not openings.
+    let inch = write(dir.path(), "inch.csv", "id,text,score\na,a 5\" screen,0.1\n");
+    assert_eq!(read(&inch).unwrap().texts(), ["a 5\" screen"]);
 }
 
 #[test]

@@ -465,12 +465,14 @@ fn write_all(
         ),
     ]);
     safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &st)
-        .map_err(|e| Error::Safetensors { path: st.clone(), reason: e.to_string() })?;
+        .map_err(|source| Error::SafetensorsWrite { path: st.clone(), source })?;
     write_json(&dir.join("config.json"), config)?;
     write_json(&dir.join("generation_config.json"), generation)?;
     write_json(&dir.join("tokenizer_config.json"), tok_config)?;
     let tj = dir.join("tokenizer.json");
-    tokenizer.save(&tj, true).map_err(|e| Error::Tokenizer(format!("{}: {e}", tj.display())))?;
+    tokenizer
+        .save(&tj, true)
+        .map_err(|e| Error::tokenizer(format!("cannot write {}", tj.display()), e))?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod decoders;
 mod encoders;
 mod model;
 mod mpnet;
+mod robustness;
 mod smollm2;
 mod toolchain;
 

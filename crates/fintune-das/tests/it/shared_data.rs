@@ -1,8 +1,8 @@
-//! Acceptance on the real training files in `../shared/data` (skipped, with a message, when the
-//! folder is absent).
+//! Acceptance on the real training files in `../shared/data`: ignored by default
+//! (`#[ignore = "needs ../shared/data"]`), run by `cargo xtask test` when the folder exists.
 //!
-//! `cargo test -p fintune-das --test it real_data -- --nocapture` prints the DAS table and the
-//! baselines for each file (the README figures).
+//! `cargo test -p fintune-das --test it shared_data -- --ignored --nocapture` prints the DAS
+//! table and the baselines for each file (the README figures).
 
 use std::path::{Path, PathBuf};
 
@@ -15,14 +15,12 @@ const FILES: [&str; 3] = [
     "semeval2017_task5/microblogs_train.jsonl",
 ];
 
-fn data_dir() -> Option<PathBuf> {
+fn data_dir() -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("SKIP: real data folder {} is absent", dir.display());
-        None
+    if !dir.is_dir() {
+        bail!("the real data folder {} is absent", dir.display());
     }
+    Ok(dir)
 }
 
 /// Reads the `score` field of every JSONL record, failing with file, line and reason.
@@ -45,8 +43,9 @@ fn read_scores(path: &Path) -> Result<Vec<f32>> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data"]
 fn das_defaults_meet_acceptance_on_real_training_files() -> Result<()> {
-    let Some(dir) = data_dir() else { return Ok(()) };
+    let dir = data_dir()?;
     let expected_n = [608, 1038, 1621];
     for (file, n) in FILES.iter().zip(expected_n) {
         let scores = read_scores(&dir.join(file))?;
@@ -102,8 +101,9 @@ fn das_defaults_meet_acceptance_on_real_training_files() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data"]
 fn zero_cut_on_real_data_keeps_polarities_apart() -> Result<()> {
-    let Some(dir) = data_dir() else { return Ok(()) };
+    let dir = data_dir()?;
     for file in FILES {
         let scores = read_scores(&dir.join(file))?;
         let das = Stratification::fit(&scores, &DasConfig::default().zero_cut(true))?;
