@@ -3,7 +3,7 @@
 //!
 //! - the dependency invariants (`cargo metadata`): no tch/torch-sys in the graph of
 //!   fintune-data, fintune-das, fintune-dwa and xtask; only fintune-train depends on the other
-//!   fintune crates; xtask depends on `anyhow` only; `anyhow` is no library's dependency;
+//!   fintune crates; xtask depends on `anyhow` and `sha2` only; `anyhow` is no library's dependency;
 //! - every `[workspace.dependencies]` entry is used by some crate, and every dependency a crate
 //!   declares is used in its sources (`name::`, `use name`, with `-` as `_`);
 //! - every library's `lib.rs` opens with `//!` and denies missing docs;
@@ -168,12 +168,16 @@ fn only_fintune_train_depends_on_the_other_fintune_crates() {
 }
 
 #[test]
-fn xtask_uses_anyhow_only_and_libraries_do_not_use_anyhow() {
+fn xtask_uses_anyhow_and_sha2_only_and_libraries_do_not_use_anyhow() {
     for m in members() {
         let normal: Vec<&str> =
             m.deps.iter().filter(|d| d.2 == "normal").map(|d| d.1.as_str()).collect();
         if m.name == "xtask" {
-            assert_eq!(normal, ["anyhow"], "ARCHITECTURE.md: xtask uses anyhow only");
+            assert_eq!(
+                normal,
+                ["anyhow", "sha2"],
+                "ARCHITECTURE.md: xtask uses anyhow (errors) and sha2 (download checksums) only"
+            );
         } else if m.has_lib && m.name != "fintune-train" {
             assert!(
                 !normal.contains(&"anyhow"),
