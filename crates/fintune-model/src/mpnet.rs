@@ -42,24 +42,37 @@ const MAX_BUCKET_TABLE: i64 = 1 << 12;
 /// The fields of an MPNet `config.json` this implementation reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfConfig {
+    /// `"mpnet"`.
     pub model_type: String,
+    /// Rows of the word embedding.
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Number of transformer layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer (divides `hidden_size`).
     pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Feed-forward activation (default `gelu`).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Dropout on hidden states (default 0.1).
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (default 0.1).
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    /// Rows of the position embedding (default 514; the first `pad_token_id + 1` are never used).
     #[serde(default = "default_positions")]
     pub max_position_embeddings: i64,
+    /// Layer-norm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Rows of the relative position bias table (default 32).
     #[serde(default = "default_buckets")]
     pub relative_attention_num_buckets: i64,
+    /// Padding token id; transformers fixes the position padding index at 1.
     #[serde(default)]
     pub pad_token_id: Option<i64>,
 }
@@ -83,15 +96,25 @@ fn default_buckets() -> i64 {
 /// Validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Rows of the word embedding.
     pub vocab_size: i64,
+    /// Width of the hidden states.
     pub hidden_size: i64,
+    /// Number of transformer layers.
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: i64,
+    /// Width of the feed-forward layer.
     pub intermediate_size: i64,
+    /// Feed-forward activation.
     pub act: Activation,
+    /// Dropout on hidden states.
     pub hidden_dropout: f64,
+    /// Dropout on attention probabilities.
     pub attention_dropout: f64,
+    /// Rows of the position embedding.
     pub max_positions: i64,
+    /// Layer-norm epsilon.
     pub layer_norm_eps: f64,
     /// Rows of `encoder.relative_attention_bias` (at least [`BUCKETS`]).
     pub num_buckets: i64,
