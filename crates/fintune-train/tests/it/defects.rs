@@ -296,6 +296,14 @@ fn predict_sigterm_leaves_no_temporary_files() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `fintune predict` with the untrained model.
+fn predict(input: &Path, output: &Path) -> Command {
+    let mut c = fintune();
+    c.args(["predict", "--model"]).arg(untrained_model());
+    c.arg("--input").arg(input).arg("--output").arg(output);
+    c
+}
+
 // 11
 #[test]
 fn predict_output_equal_to_input_is_refused() {
@@ -305,13 +313,7 @@ fn predict_output_equal_to_input_is_refused() {
     std::fs::write(&input, text).unwrap();
     std::fs::create_dir_all(dir.path().join("sub")).unwrap();
     for output in [input.clone(), dir.path().join("sub/../in.jsonl")] {
-        fintune()
-            .args(["predict", "--model"])
-            .arg(untrained_model())
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
+        predict(&input, &output)
             .assert()
             .failure()
             .stderr(predicate::str::contains("is the input file"));
@@ -329,15 +331,7 @@ fn predict_overwrite_keeps_file_permissions() {
     let output = dir.path().join("pred.jsonl");
     std::fs::write(&output, "old\n").unwrap();
     std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o640)).unwrap();
-    fintune()
-        .args(["predict", "--model"])
-        .arg(untrained_model())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .assert()
-        .success();
+    predict(&input, &output).assert().success();
     assert!(std::fs::read_to_string(&output).unwrap().contains("\"id\":\"a\""));
     assert_eq!(std::fs::metadata(&output).unwrap().permissions().mode() & 0o777, 0o640);
 }
