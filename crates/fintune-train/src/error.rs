@@ -1,4 +1,7 @@
 //! The library's error type.
+//!
+//! Display texts never repeat their `#[source]`: print the chain (`{:#}` with anyhow, or
+//! [`Error::chain`]) to see the causes.
 
 use std::path::PathBuf;
 
@@ -10,40 +13,117 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] fintune_data::Error),
     /// Stratification failed.
-    #[error("stratification: {0}")]
+    #[error("stratification")]
     Das(#[from] fintune_das::Error),
     /// A task-weighting method failed.
-    #[error("task weighting: {0}")]
+    #[error("task weighting")]
     Dwa(#[from] fintune_dwa::Error),
     /// Loading, running or saving the model failed.
     #[error(transparent)]
     Model(#[from] fintune_model::Error),
     /// A libtorch operation failed.
-    #[error("torch: {0}")]
+    #[error("torch")]
     Torch(#[from] tch::TchError),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
     /// A JSON file is malformed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: serde_json::Error,
     },
+    /// A CSV file (`history.csv`) is malformed or could not be written.
+    #[error("{path}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: csv::Error,
+    },
+    /// A TOML configuration file is malformed.
+    #[error("{path}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// An output batch could not be built.
+    #[error("building an output batch")]
+    Arrow(#[from] arrow_schema::ArrowError),
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
     /// A loss became NaN or infinite; training stopped.
     #[error("non-finite loss at epoch {epoch}, step {step} (regression {loss_reg}, classification {loss_cls:?}); {kept}")]
-    NonFinite { epoch: usize, step: u64, loss_reg: f64, loss_cls: Option<f64>, kept: String },
+    NonFinite {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Global step.
+        step: u64,
+        /// The regression loss.
+        loss_reg: f64,
+        /// The classification loss (multi-task runs).
+        loss_cls: Option<f64>,
+        /// What was kept (the last checkpoint).
+        kept: String,
+    },
+    /// The model produced a NaN or infinite prediction (broken weights).
+    #[error("the model predicted a non-finite {what} ({value}) for example `{id}`: its weights are broken (NaN or infinite)")]
+    NonFinitePrediction {
+        /// `score` or `class probability`.
+        what: &'static str,
+        /// The value.
+        value: f32,
+        /// The example's id.
+        id: String,
+    },
     /// A run folder cannot be resumed.
     #[error("cannot resume {path}: {reason}")]
-    Resume { path: PathBuf, reason: String },
+    Resume {
+        /// The run folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A run folder holds a run made with another configuration.
+    #[error("{path} holds a run made with another configuration (differing: {}); use another folder, or --overwrite to replace it", keys.join(", "))]
+    OtherConfig {
+        /// The run folder.
+        path: PathBuf,
+        /// The configuration keys that differ.
+        keys: Vec<String>,
+    },
+    /// A run folder holds a finished run.
+    #[error("{path} holds a finished run (metrics.json); use another folder, or --overwrite to replace it")]
+    Finished {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// A run folder holds an interrupted run (a checkpoint).
+    #[error("{path} holds an interrupted run (checkpoint/); continue it with --resume, or use --overwrite to start again")]
+    Unfinished {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// An entry of a run folder is a symbolic link.
+    #[error("{path} is a symbolic link; fintune does not write through links in a run folder (remove it)")]
+    Symlink {
+        /// The entry.
+        path: PathBuf,
+    },
 }
 
 /// Shorthand for this crate's results.
@@ -52,5 +132,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// The message with every cause, `: `-separated (for logs that keep one line per error).
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_does_not_repeat_the_source() {
+        let e = Error::io("a/b.json", std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "a/b.json");
+        assert_eq!(e.chain(), "a/b.json: disk full");
     }
 }

@@ -3,12 +3,16 @@
 //! (fintune-dwa), plus evaluation, prediction and the experiment harness.
 //!
 //! Main pieces:
-//! - [`TrainConfig`] (every option and default, TOML) and [`trainer::train`], which leaves a
-//!   run folder: `config.toml`, `das.json`, `history.csv`, `metrics.json`, `model/`, `plots/`,
-//!   `report.md`, `checkpoint/`.
+//! - [`TrainConfig`] (every option and default, TOML), resolved once into a validated
+//!   [`config::Resolved`], and [`trainer::train`], which leaves a run folder ([`run`], the one
+//!   owner of its formats): `config.toml`, `das.json`, `history.csv`, `metrics.json`, `model/`,
+//!   `plots/`, `report.md`, `checkpoint/`.
+//! - [`step::MultiTaskStep`], one training step with typed per-task output, and [`eval`],
+//!   prediction and evaluation over tokenized examples.
 //! - [`metrics::RegressionMetrics`], the one implementation of the metrics (the
 //!   [`metrics::Metric`] seam).
-//! - [`predict::Predictor`]: a saved model that scores texts, batch by batch.
+//! - [`predict::Predictor`]: a saved model that scores texts, batch by batch;
+//!   [`predict::Encoder`]: a backbone's sentence embeddings.
 //! - [`progress::Progress`]: progress rendering kept apart from the loop.
 //!
 //! ```no_run
@@ -28,10 +32,13 @@
 //! Architecture Invariant: this is the only crate that depends on the other fintune crates;
 //! the binary `fintune` is a thin layer over this library.
 
+#![deny(missing_docs)]
+
 pub mod batching;
 pub mod compare;
 pub mod config;
 mod error;
+pub mod eval;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
@@ -41,6 +48,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod step;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("fintune: error: {err:#}");
-            ExitCode::FAILURE
+            if err.is::<cmd::Interrupted>() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

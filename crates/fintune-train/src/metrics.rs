@@ -76,14 +76,23 @@ pub struct RegionError {
 /// vector, R² of constant gold scores) are `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricReport {
+    /// Number of examples.
     pub n: usize,
+    /// Mean squared error.
     pub mse: f64,
+    /// Root mean squared error.
     pub rmse: f64,
+    /// Mean absolute error.
     pub mae: f64,
+    /// Coefficient of determination.
     pub r2: Option<f64>,
+    /// Pearson correlation.
     pub pearson: Option<f64>,
+    /// Spearman rank correlation.
     pub spearman: Option<f64>,
+    /// Cosine similarity of the score vectors (SemEval-2017 task 5).
     pub cosine: Option<f64>,
+    /// Polarity accuracy (negative / neutral / positive, neutral band).
     pub acc_polarity: f64,
     /// Class accuracy of the classification head.
     pub acc_class: Option<f64>,
@@ -93,6 +102,7 @@ pub struct MetricReport {
     pub acc_class_from_score: Option<f64>,
     /// Macro-F1 of the regression output mapped through the thresholds.
     pub macro_f1_class_from_score: Option<f64>,
+    /// MSE per gold-score region.
     pub mse_by_region: Vec<RegionError>,
 }
 

@@ -1,4 +1,9 @@
-//! A saved model that scores texts: `fintune predict` and `fintune eval`.
+//! Scoring and embedding texts: [`Predictor`] (a saved model: `fintune predict` and `eval`)
+//! and [`Encoder`] (a backbone's sentence embeddings: `fintune encode`).
+//!
+//! Both turn an input batch (validated, with `id` and `text` columns) into a typed output
+//! ([`PredictedBatch`], [`EmbeddedBatch`]) that becomes an Arrow batch for files
+//! ([`OutputBatch::record_batch`]) or JSON lines through serde ([`OutputBatch::json_rows`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,21 +12,129 @@ use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use fintune_data::Dataset;
-use fintune_model::{MultiTaskModel, PaddingSide, SavedModel, TextEncoder};
+use fintune_model::{MultiTaskModel, PaddingSide, Pooling, SavedModel, TextEncoder};
+use serde::Serialize;
 use tch::Device;
 
 use crate::batching::Example;
+use crate::config::PREDICT_BATCH_SIZE;
+use crate::eval::{predict_examples, ModelExtra, Predictions};
 use crate::metrics::{MetricReport, RegressionMetrics};
-use crate::trainer::{predict_examples, ModelExtra, Predictions};
 use crate::{Error, Result};
+
+/// A typed output batch, written as Arrow (files) or JSON lines (standard output).
+pub trait OutputBatch {
+    /// The rows as an Arrow batch with `schema`.
+    fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch>;
+    /// The rows as JSON values.
+    fn json_rows(&self) -> Vec<serde_json::Value>;
+}
+
+fn string_column<'b>(input: &'b RecordBatch, name: &str) -> Result<&'b StringArray> {
+    input
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| Error::Config(format!("input batch has no string column `{name}`")))
+}
+
+fn texts(input: &RecordBatch) -> Result<(Vec<String>, Vec<&str>)> {
+    let ids = string_column(input, "id")?;
+    let texts = string_column(input, "text")?;
+    Ok((
+        (0..ids.len()).map(|i| ids.value(i).to_owned()).collect(),
+        (0..texts.len()).map(|i| texts.value(i)).collect(),
+    ))
+}
+
+fn list_field(name: &str, len: usize) -> Field {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    Field::new(name, DataType::FixedSizeList(item, len as i32), false)
+}
+
+fn list_column(rows: &[Vec<f32>], len: usize) -> ArrayRef {
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), len as i32);
+    for row in rows {
+        b.values().append_slice(row);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+fn batch(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+/// One row of prediction output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionRow<'a> {
+    /// The input row's id.
+    pub id: &'a str,
+    /// The predicted score.
+    pub score: f32,
+    /// The most probable class (models with classes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<u32>,
+    /// The class probabilities (models with classes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_probs: Option<&'a [f32]>,
+}
+
+/// Predictions for one input batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictedBatch {
+    /// Ids of the input rows.
+    pub ids: Vec<String>,
+    /// Their predictions.
+    pub predictions: Predictions,
+}
+
+impl PredictedBatch {
+    /// The rows.
+    pub fn rows(&self) -> impl Iterator<Item = PredictionRow<'_>> {
+        let p = &self.predictions;
+        self.ids.iter().enumerate().map(move |(i, id)| PredictionRow {
+            id,
+            score: p.score[i],
+            class: p.class.as_ref().map(|c| c[i] as u32),
+            class_probs: p.probs.as_ref().map(|pr| pr[i].as_slice()),
+        })
+    }
+}
+
+impl OutputBatch for PredictedBatch {
+    fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+        let p = &self.predictions;
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.ids.clone())),
+            Arc::new(Float32Array::from(p.score.clone())),
+        ];
+        if let (Some(classes), Some(probs)) = (&p.class, &p.probs) {
+            cols.push(Arc::new(UInt32Array::from(
+                classes.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+            )));
+            let k = probs.first().map_or(0, Vec::len);
+            cols.push(list_column(probs, k));
+        }
+        batch(schema, cols)
+    }
+
+    fn json_rows(&self) -> Vec<serde_json::Value> {
+        self.rows().map(|r| serde_json::to_value(r).expect("rows serialise")).collect()
+    }
+}
 
 /// A fine-tuned model loaded from a run's `model/` folder.
 #[derive(Debug)]
 pub struct Predictor {
+    /// The model.
     pub model: MultiTaskModel,
+    /// Its `fintune.json`.
     pub saved: SavedModel,
+    /// The stratification, rarity model and metric settings it was trained with.
     pub extra: ModelExtra,
+    /// The tokenizer.
     pub encoder: TextEncoder,
+    /// Rows per forward pass (>= 1).
     pub batch_size: usize,
 }
 
@@ -33,7 +146,16 @@ impl Predictor {
             .map_err(|e| Error::Json { path: dir.join("fintune.json"), source: e })?;
         let encoder =
             TextEncoder::from_file(dir, saved.spec.max_len)?.with_padding_side(saved.padding_side);
-        Ok(Predictor { model, saved, extra, encoder, batch_size: 64 })
+        Ok(Predictor { model, saved, extra, encoder, batch_size: PREDICT_BATCH_SIZE })
+    }
+
+    /// Sets the batch size; 0 is refused.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::Config("the batch size must be >= 1, got 0".into()));
+        }
+        self.batch_size = batch_size;
+        Ok(self)
     }
 
     fn side(&self) -> PaddingSide {
@@ -67,12 +189,16 @@ impl Predictor {
             .collect())
     }
 
-    /// Scores, classes and class probabilities for `texts`.
+    fn run(&self, ex: &[Example]) -> Result<Predictions> {
+        predict_examples(&self.model, ex, self.batch_size, self.encoder.pad_id(), self.side())
+    }
+
+    /// Scores, classes and class probabilities for `texts` (an error when the model predicts
+    /// a non-finite value).
     pub fn predict(&self, texts: &[&str]) -> Result<Predictions> {
         let ids: Vec<String> = (0..texts.len()).map(|i| i.to_string()).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let ex = self.examples(&ids, texts, None)?;
-        predict_examples(&self.model, &ex, self.batch_size, self.encoder.pad_id(), self.side())
+        self.run(&self.examples(&ids, texts, None)?)
     }
 
     /// The metrics on a labelled dataset.
@@ -80,14 +206,7 @@ impl Predictor {
         let scores = ds.scores().ok_or_else(|| {
             Error::Config("evaluation needs labelled data (a score column)".into())
         })?;
-        let ex = self.examples(&ds.ids(), &ds.texts(), Some(scores))?;
-        let p = predict_examples(
-            &self.model,
-            &ex,
-            self.batch_size,
-            self.encoder.pad_id(),
-            self.side(),
-        )?;
+        let p = self.run(&self.examples(&ds.ids(), &ds.texts(), Some(scores))?)?;
         Ok(RegressionMetrics::of(self.extra.metrics.clone(), &p.score, scores, p.class.as_deref()))
     }
 
@@ -99,47 +218,119 @@ impl Predictor {
         ];
         if let Some(k) = self.model.num_classes() {
             fields.push(Field::new("class", DataType::UInt32, false));
-            fields.push(Field::new(
-                "class_probs",
-                DataType::FixedSizeList(
-                    Arc::new(Field::new("item", DataType::Float32, true)),
-                    k as i32,
-                ),
-                false,
-            ));
+            fields.push(list_field("class_probs", k as usize));
         }
         Arc::new(Schema::new(fields))
     }
 
-    /// Predictions for one input batch (a validated batch with `id` and `text` columns) as an
-    /// output batch.
-    pub fn predict_batch(&self, input: &RecordBatch) -> Result<RecordBatch> {
-        let col = |name: &str| -> Result<&StringArray> {
-            input
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| Error::Config(format!("input batch has no string column `{name}`")))
-        };
-        let ids = col("id")?;
-        let texts = col("text")?;
-        let text_vec: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
-        let p = self.predict(&text_vec)?;
-        let mut cols: Vec<ArrayRef> =
-            vec![Arc::new(ids.clone()), Arc::new(Float32Array::from(p.score.clone()))];
-        if let (Some(k), Some(classes), Some(probs)) =
-            (self.model.num_classes(), &p.class, &p.probs)
+    /// Predictions for one input batch (a validated batch with `id` and `text` columns).
+    pub fn predict_batch(&self, input: &RecordBatch) -> Result<PredictedBatch> {
+        let (ids, texts) = texts(input)?;
+        let predictions = self.predict(&texts)?;
+        Ok(PredictedBatch { ids, predictions })
+    }
+}
+
+/// One row of embedding output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmbeddingRow<'a> {
+    /// The input row's id.
+    pub id: &'a str,
+    /// The sentence embedding.
+    pub embedding: &'a [f32],
+}
+
+/// Embeddings of one input batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedBatch {
+    /// Ids of the input rows.
+    pub ids: Vec<String>,
+    /// One embedding per row.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+impl OutputBatch for EmbeddedBatch {
+    fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+        let h = self.embeddings.first().map_or(0, Vec::len);
+        let cols: Vec<ArrayRef> =
+            vec![Arc::new(StringArray::from(self.ids.clone())), list_column(&self.embeddings, h)];
+        batch(schema, cols)
+    }
+
+    fn json_rows(&self) -> Vec<serde_json::Value> {
+        self.ids
+            .iter()
+            .zip(&self.embeddings)
+            .map(|(id, e)| {
+                serde_json::to_value(EmbeddingRow { id, embedding: e }).expect("rows serialise")
+            })
+            .collect()
+    }
+}
+
+/// A pretrained backbone that embeds texts (feature extraction).
+#[derive(Debug)]
+pub struct Encoder {
+    backbone: fintune_model::LoadedBackbone,
+    encoder: TextEncoder,
+    /// The pooling.
+    pub pooling: Pooling,
+    device: Device,
+}
+
+impl Encoder {
+    /// Loads the backbone in `dir` on `device`; `pooling` None: the family's. `max_len` is
+    /// checked against the backbone's position limit.
+    pub fn load(
+        dir: &Path,
+        pooling: Option<Pooling>,
+        max_len: usize,
+        device: Device,
+    ) -> Result<Self> {
+        crate::config::check_max_len(max_len, dir).map_err(Error::Config)?;
+        let backbone = fintune_model::load_backbone(
+            dir,
+            &fintune_model::LoadOptions { device, ..Default::default() },
+        )?;
+        let info = backbone.net.info().clone();
+        let encoder = TextEncoder::from_file(dir, max_len)?.with_padding_side(info.padding_side);
+        Ok(Encoder { pooling: pooling.unwrap_or(info.default_pooling), backbone, encoder, device })
+    }
+
+    /// The embedding size.
+    pub fn dimensions(&self) -> usize {
+        self.backbone.net.info().hidden_size as usize
+    }
+
+    /// The schema of embedding output: `id` and `embedding` (a fixed-size list).
+    pub fn output_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            list_field("embedding", self.dimensions()),
+        ]))
+    }
+
+    /// Embeddings of one input batch (a validated batch with `id` and `text` columns).
+    pub fn encode_batch(&self, input: &RecordBatch) -> Result<EmbeddedBatch> {
+        let (ids, texts) = texts(input)?;
+        let b = self.encoder.batch(&texts, self.device)?;
+        let emb = tch::no_grad(|| {
+            self.pooling.pool(&self.backbone.net.forward_t(&b, false), &b.attention_mask)
+        });
+        let flat = Vec::<f32>::try_from(
+            emb.to_kind(tch::Kind::Float).to_device(Device::Cpu).reshape([-1]),
+        )?;
+        let h = self.dimensions();
+        let embeddings: Vec<Vec<f32>> = flat.chunks(h.max(1)).map(<[f32]>::to_vec).collect();
+        if let Some((i, _)) =
+            embeddings.iter().enumerate().find(|(_, e)| e.iter().any(|v| !v.is_finite()))
         {
-            cols.push(Arc::new(UInt32Array::from(
-                classes.iter().map(|&c| c as u32).collect::<Vec<_>>(),
-            )));
-            let mut b = FixedSizeListBuilder::new(Float32Builder::new(), k as i32);
-            for row in probs {
-                b.values().append_slice(row);
-                b.append(true);
-            }
-            cols.push(Arc::new(b.finish()));
+            return Err(Error::NonFinitePrediction {
+                what: "embedding",
+                value: f32::NAN,
+                id: ids[i].clone(),
+            });
         }
-        RecordBatch::try_new(self.output_schema(), cols)
-            .map_err(|e| Error::Config(format!("building the output batch: {e}")))
+        Ok(EmbeddedBatch { ids, embeddings })
     }
 }

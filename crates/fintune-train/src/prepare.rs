@@ -26,11 +26,22 @@ pub struct Skipped {
     pub reasons: Vec<String>,
 }
 
+/// Where the validation set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitHow {
+    /// A file given with `--val`.
+    File,
+    /// Held out from the training data, group-aware and stratified on score quintiles (or
+    /// unstratified when the scores cannot be cut into quintiles, e.g. constant scores).
+    Stratified,
+}
+
 /// How the validation set was obtained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitInfo {
     /// `file` (given with --val) or `stratified` (held out from the training data).
-    pub how: String,
+    pub how: SplitHow,
     /// Held-out share for `stratified`.
     pub fraction: Option<f64>,
     /// Seed of the split.
@@ -42,11 +53,17 @@ pub struct SplitInfo {
 /// The three data sets, as datasets (for ids and texts) and as examples.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The training part.
     pub train: Dataset,
+    /// The validation part.
     pub val: Dataset,
+    /// The test data, when given.
     pub test: Option<Dataset>,
+    /// The training part, tokenized.
     pub train_ex: Vec<Example>,
+    /// The validation part, tokenized.
     pub val_ex: Vec<Example>,
+    /// The test data, tokenized.
     pub test_ex: Option<Vec<Example>>,
     /// Score classes fitted on the training part (None for single-task).
     pub strat: Option<Stratification>,
@@ -56,7 +73,9 @@ pub struct Prepared {
     pub class_freq: Vec<f64>,
     /// Cross-entropy class weights (None: unweighted).
     pub class_weights: Option<Vec<f32>>,
+    /// How the validation set was obtained.
     pub split: SplitInfo,
+    /// Rows skipped per input.
     pub skipped: Vec<Skipped>,
     /// Data warnings (e.g. duplicate texts with different scores).
     pub warnings: Vec<String>,
@@ -131,7 +150,12 @@ fn examples(
 pub fn split_groups(ds: &Dataset, fractions: &[f64], seed: u64) -> Result<Vec<Vec<usize>>> {
     let scores =
         ds.scores().ok_or_else(|| Error::Config("splitting needs labelled data".into()))?;
-    let labels = Stratification::quantile(scores, 5)?.assign_all(scores)?;
+    // Scores that cannot be cut into quintiles (all equal, or too few distinct values) are
+    // split without strata: one stratum, still group-aware.
+    let labels = match Stratification::quantile(scores, 5).and_then(|s| s.assign_all(scores)) {
+        Ok(labels) => labels,
+        Err(_) => vec![0; scores.len()],
+    };
     Ok(fintune_das::stratified_split(&labels, Some(&ds.groups()), fractions, seed)?)
 }
 
@@ -149,6 +173,17 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
     }
     let (train, val, split) = match &cfg.data.val {
         Some(v) => {
+            if let Some(t) = cfg.data.train.iter().find(|t| same_file(t, v)) {
+                warnings.insert(
+                    0,
+                    format!(
+                        "the validation file {} is the training file {}: validation MSE, the best \
+                         epoch and early stopping measure training fit, not generalisation",
+                        v.display(),
+                        t.display()
+                    ),
+                );
+            }
             let val = read("val", std::slice::from_ref(v), &opts, &mut skipped, &mut warnings)?;
             let groups = full.groups();
             let n_groups = groups.iter().collect::<std::collections::HashSet<_>>().len();
@@ -156,7 +191,7 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
                 full,
                 val,
                 SplitInfo {
-                    how: "file".into(),
+                    how: SplitHow::File,
                     fraction: None,
                     seed: cfg.optim.seed,
                     groups: n_groups,
@@ -173,7 +208,7 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
                 full.take(&parts[0]),
                 full.take(&parts[1]),
                 SplitInfo {
-                    how: "stratified".into(),
+                    how: SplitHow::Stratified,
                     fraction: Some(f),
                     seed: cfg.optim.seed,
                     groups: n_groups,
@@ -223,6 +258,23 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
         skipped,
         warnings,
     })
+}
+
+/// Whether `a` and `b` name the same existing file (also through different paths or links).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Makes `p` absolute against the current directory (for the resolved config).

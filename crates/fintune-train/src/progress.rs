@@ -10,29 +10,48 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// One optimisation step, as shown to the user.
 #[derive(Debug, Clone)]
 pub struct StepView {
+    /// 0-based epoch.
     pub epoch: usize,
+    /// Epochs in all.
     pub epochs: usize,
+    /// 0-based step in the epoch.
     pub step_in_epoch: usize,
+    /// Steps in the epoch.
     pub steps_in_epoch: usize,
+    /// Steps done in all.
     pub global_step: u64,
+    /// Steps in the run.
     pub total_steps: u64,
+    /// Regression loss of the step.
     pub loss_reg: f64,
+    /// Classification loss of the step (multi-task runs).
     pub loss_cls: Option<f64>,
+    /// Task weights of the step.
     pub weights: Vec<f64>,
+    /// Learning rate of the step.
     pub lr: f64,
+    /// Throughput of the step.
     pub samples_per_s: f64,
 }
 
 /// The end of an epoch.
 #[derive(Debug, Clone)]
 pub struct EpochView {
+    /// 0-based epoch.
     pub epoch: usize,
+    /// Epochs in all.
     pub epochs: usize,
+    /// Mean regression loss.
     pub train_loss: f64,
+    /// Validation MSE.
     pub val_mse: f64,
+    /// Validation Pearson correlation.
     pub val_pearson: Option<f64>,
+    /// Validation polarity accuracy.
     pub val_acc_polarity: f64,
+    /// Whether the model improved (was saved).
     pub improved: bool,
+    /// Wall time of the epoch.
     pub elapsed: Duration,
 }
 

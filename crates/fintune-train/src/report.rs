@@ -3,13 +3,15 @@
 use std::fmt::Write as _;
 
 use crate::batching::Example;
-use crate::config::TrainConfig;
+use crate::config::{Imbalance, TrainConfig};
+use crate::eval::Predictions;
 use crate::metrics::MetricReport;
 use crate::plots;
-use crate::prepare::Prepared;
-use crate::run::{self, RunDir};
-use crate::trainer::{Predictions, RunMetrics};
-use crate::{Error, Result};
+use crate::prepare::{Prepared, SplitHow};
+use crate::run::history::{read_history, History};
+use crate::run::metrics::RunMetrics;
+use crate::run::{self, files, RunDir};
+use crate::Result;
 
 /// Draws the plots; returns (file, caption) for the ones drawn and a note per failure (a
 /// failed plot never fails the run).
@@ -24,18 +26,9 @@ pub fn plots(
         Ok(()) => out.push((file.to_owned(), caption)),
         Err(e) => out.push((String::new(), format!("{file} not drawn: {e}"))),
     };
-    let hist = read_history(&run.history());
+    let hist: Option<History> = read_history(&run.history()).ok();
     if let Some(h) = &hist {
-        let col = |name: &str| -> Vec<(f64, f64)> {
-            let (Some(si), Some(ci)) =
-                (h.0.iter().position(|c| c == "step"), h.0.iter().position(|c| c == name))
-            else {
-                return vec![];
-            };
-            h.1.iter()
-                .filter_map(|r| Some((r.get(si)?.parse().ok()?, r.get(ci)?.parse().ok()?)))
-                .collect()
-        };
+        let col = |name: &str| h.series(name);
         let smooth = |v: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
             let mut ema = None;
             v.into_iter()
@@ -46,8 +39,8 @@ pub fn plots(
                 })
                 .collect()
         };
-        let mut losses = vec![("regression loss (EMA 0.9)", smooth(col("loss_reg")))];
-        let cls = smooth(col("loss_cls"));
+        let mut losses = vec![("regression loss (EMA 0.9)", smooth(col("loss.reg")))];
+        let cls = smooth(col("loss.cls"));
         if !cls.is_empty() {
             losses.push(("classification loss (EMA 0.9)", cls));
         }
@@ -55,16 +48,16 @@ pub fn plots(
         add(
             "plots/losses.png",
             "Training losses per step".into(),
-            plots::lines(&p, "Training losses", "step", "loss", &losses),
+            draw(&p, |p| plots::lines(p, "Training losses", "step", "loss", &losses)),
         );
-        let wc = col("w_cls");
+        let wc = col("w.cls");
         if !wc.is_empty() {
             let p = run.plots().join("weights.png");
-            let series = [("w_reg", col("w_reg")), ("w_cls", wc)];
+            let series = [("w_reg", col("w.reg")), ("w_cls", wc)];
             add(
                 "plots/weights.png",
                 format!("Task weights per step ({})", m.weighting),
-                plots::lines(&p, "Task weights", "step", "weight", &series),
+                draw(&p, |p| plots::lines(p, "Task weights", "step", "weight", &series)),
             );
         }
     }
@@ -74,14 +67,16 @@ pub fn plots(
     add(
         "plots/scores.png",
         format!("Training scores with the {} thresholds", m.strata.method),
-        plots::histogram(
-            &p,
-            "Training score distribution and class thresholds",
-            &train_scores,
-            (-1.0, 1.0),
-            40,
-            &th,
-        ),
+        draw(&p, |p| {
+            plots::histogram(
+                p,
+                "Training score distribution and class thresholds",
+                &train_scores,
+                (-1.0, 1.0),
+                40,
+                &th,
+            )
+        }),
     );
     let (name, ex, pred) = eval;
     let gold: Vec<f32> = ex.iter().map(|e| e.score).collect();
@@ -89,7 +84,7 @@ pub fn plots(
     add(
         "plots/scatter.png",
         format!("Predicted vs gold scores ({name})"),
-        plots::scatter(&p, &format!("Predicted vs gold ({name})"), &gold, &pred.score),
+        draw(&p, |p| plots::scatter(p, &format!("Predicted vs gold ({name})"), &gold, &pred.score)),
     );
     let report: &MetricReport =
         if name == "test" { m.test.as_ref().unwrap_or(&m.val) } else { &m.val };
@@ -100,16 +95,28 @@ pub fn plots(
     add(
         "plots/regions.png",
         format!("MSE by gold-score region ({name})"),
-        plots::bars(&p, &format!("MSE by region ({name})"), "MSE", &labels, &vals),
+        draw(&p, |p| plots::bars(p, &format!("MSE by region ({name})"), "MSE", &labels, &vals)),
     );
     out
 }
 
-fn read_history(path: &std::path::Path) -> Option<(Vec<String>, Vec<Vec<String>>)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next()?.split(',').map(String::from).collect();
-    Some((header, lines.map(|l| l.split(',').map(String::from).collect()).collect()))
+/// Draws a plot into a new temporary file beside `path` and renames it into place (never
+/// through a link planted at `path`).
+fn draw(
+    path: &std::path::Path,
+    f: impl FnOnce(&std::path::Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let dir = files::parent_of(path);
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{}{name}-", files::TMP_PREFIX))
+        .suffix(".png")
+        .tempfile_in(&dir)
+        .map_err(|e| e.to_string())?
+        .into_temp_path();
+    f(&tmp)?;
+    tmp.persist(path).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn f(v: Option<f64>) -> String {
@@ -154,7 +161,7 @@ pub fn write(
         "- examples: {} train, {} validation ({}), {}",
         m.data.train,
         m.data.val,
-        if m.data.split.how == "file" {
+        if m.data.split.how == SplitHow::File {
             "from --val".to_owned()
         } else {
             format!(
@@ -192,7 +199,7 @@ pub fn write(
         s,
         "- weighting: {}, regression loss: {}",
         m.weighting,
-        if m.imbalance == "none" { "mse".into() } else { m.imbalance.clone() }
+        if m.imbalance == Imbalance::None { "mse".into() } else { m.imbalance.to_string() }
     );
     let _ = writeln!(
         s,
@@ -248,8 +255,5 @@ pub fn write(
         }
     }
     let _ = writeln!(s, "Files: `config.toml` (resolved configuration), `das.json`, `history.csv` (per step), `metrics.json`, `model/` (best model), `checkpoint/` (for --resume).");
-    run::write_atomic(&run.report(), s.as_bytes()).map_err(|e| match e {
-        Error::Io { path, source } => Error::Io { path, source },
-        other => other,
-    })
+    run::write_atomic(&run.report(), s.as_bytes())
 }

@@ -7,7 +7,9 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 /// A test's statistic and two-sided p-value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TestResult {
+    /// The test statistic.
     pub statistic: f64,
+    /// Two-sided p-value.
     pub p_value: f64,
 }
 

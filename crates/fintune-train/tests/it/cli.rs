@@ -226,8 +226,9 @@ fn train_then_predict_eval_and_encode() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data"]
 fn shared_fiqa_file_checks_with_608_rows() {
-    let Some(data) = shared_data() else { return };
+    let data = shared_data();
     fintune()
         .args(["data", "check"])
         .arg(data.join("fiqa2018_task1/train.jsonl"))

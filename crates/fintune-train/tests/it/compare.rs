@@ -74,14 +74,14 @@ fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
     let ids: Vec<&str> = fiqa.iter().map(|s| s.method.as_str()).collect();
     assert_eq!(ids, ["single", "mtl-static", "mtl-das-dwa"]);
     // The static weight is the grid point with the lower mean validation MSE.
-    let val = |v: &str| {
+    let val = |v: f64| {
         let rs: Vec<_> =
-            r.runs.iter().filter(|x| x.variant.as_deref() == Some(v)).map(|x| x.val_mse).collect();
+            r.runs.iter().filter(|x| x.variant == Some(v)).map(|x| x.val_mse).collect();
         assert_eq!(rs.len(), 2);
         rs.iter().sum::<f64>() / 2.0
     };
-    let best = if val("w0.3") <= val("w0.7") { "w0.3" } else { "w0.7" };
-    assert_eq!(fiqa[1].chosen.as_deref(), Some(best));
+    let best = if val(0.3) <= val(0.7) { 0.3 } else { 0.7 };
+    assert_eq!(fiqa[1].chosen, Some(best));
     assert!(fiqa[2].tests.contains_key("vs single"), "ours is tested against single-task");
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     for needle in [

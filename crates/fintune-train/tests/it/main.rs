@@ -2,6 +2,7 @@
 
 mod cli;
 mod compare;
+mod defects;
 mod training;
 
 use std::path::{Path, PathBuf};
@@ -44,16 +45,57 @@ pub fn fixture_subset(dir: &Path, name: &str, n: usize) -> PathBuf {
     p
 }
 
-/// The shared data folder beside the checkout, when present.
-pub fn shared_data() -> Option<PathBuf> {
+/// The shared data folder beside the checkout (tests that use it are
+/// `#[ignore = "needs ../shared/data"]`; `cargo xtask test` runs them where it exists).
+pub fn shared_data() -> PathBuf {
     let p = root().join("../shared/data");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "skipped: {} is absent (the shared data sits beside the checkout in CI)",
-            p.display()
-        );
-        None
+    assert!(p.is_dir(), "{} is absent (the shared data sits beside the checkout)", p.display());
+    p
+}
+
+/// An untrained (randomly initialised heads, 3 classes) MiniLM model saved once per test
+/// process, for the prediction tests that need a model folder but not a trained one.
+pub fn untrained_model() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("untrained-model-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = build_untrained();
+        let scores: Vec<f32> = (0..30).map(|i| i as f32 / 15.0 - 1.0).collect();
+        let extra = fintune_train::eval::ModelExtra {
+            strat: Some(fintune_das::Stratification::quantile(&scores, 3).unwrap()),
+            rarity: fintune_das::Rarity::fit(&scores, 0.1).unwrap(),
+            metrics: Default::default(),
+        };
+        model.save(&dir.join("model"), serde_json::to_value(extra).unwrap()).unwrap();
+        dir.join("model")
+    })
+    .clone()
+}
+
+/// MiniLM with fresh heads (3 classes), max_len 24, on the CPU.
+pub fn build_untrained() -> fintune_model::MultiTaskModel {
+    let spec = fintune_model::ModelSpec {
+        pooling: None,
+        heads: fintune_model::HeadsConfig { num_classes: Some(3), ..Default::default() },
+        tuning: fintune_model::Tuning::Full,
+        max_len: 24,
+        gradient_checkpointing: false,
+        bf16: false,
+    };
+    fintune_model::MultiTaskModel::new(&minilm(), &spec, tch::Device::Cpu).unwrap()
+}
+
+/// A [`fintune_train::progress::Progress`] that keeps the messages.
+#[derive(Debug, Default)]
+pub struct Messages(pub Vec<String>);
+
+impl fintune_train::progress::Progress for Messages {
+    fn step(&mut self, _: &fintune_train::progress::StepView) {}
+    fn epoch(&mut self, _: &fintune_train::progress::EpochView) {}
+    fn message(&mut self, msg: &str) {
+        self.0.push(msg.to_owned());
     }
 }

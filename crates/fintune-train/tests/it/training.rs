@@ -6,8 +6,10 @@ use std::path::Path;
 use fintune_dwa::WeightingSpec;
 use fintune_train::config::Strata;
 use fintune_train::predict::Predictor;
+use fintune_train::prepare::SplitHow;
 use fintune_train::progress::LogLines;
-use fintune_train::trainer::{self, Outcome, RunMetrics, RunOptions};
+use fintune_train::run::metrics::RunMetrics;
+use fintune_train::trainer::{self, Outcome, RunOptions};
 use fintune_train::TrainConfig;
 
 use crate::{fixture_subset, minilm, root, serial};
@@ -73,10 +75,12 @@ fn overfits_32_examples_with_every_weighting_method() {
         let mse = p.evaluate(&ds).unwrap().mse;
         println!("{name}: training MSE {mse:.5} (best epoch {})", metrics.best_epoch);
         if name == "dao" {
-            let hist = std::fs::read_to_string(dir.path().join(&name).join("history.csv")).unwrap();
-            let last: Vec<&str> = hist.lines().last().unwrap().split(',').collect();
-            let (loss_cls, w_reg): (f64, f64) =
-                (last[4].parse().unwrap(), last[5].parse().unwrap());
+            let h = fintune_train::run::history::read_history(
+                &dir.path().join(&name).join("history.csv"),
+            )
+            .unwrap();
+            let (loss_cls, w_reg) =
+                (h.series("loss.cls").last().unwrap().1, h.series("w.reg").last().unwrap().1);
             println!("dao at the end: loss_cls {loss_cls:.2e}, w_reg {w_reg:.4}");
             assert!(
                 mse >= 0.01 && loss_cls < 0.01 && w_reg < 0.05,
@@ -111,25 +115,23 @@ fn resuming_after_an_interruption_gives_the_same_metrics() {
 
     let mut cut = base.clone();
     cut.out = Some(dir.path().join("cut"));
-    match run(&cut, &RunOptions { resume: false, stop_after: Some(1) }) {
+    match run(&cut, &RunOptions { stop_after: Some(1), ..Default::default() }) {
         Outcome::Interrupted { epochs } => assert_eq!(epochs, 1),
         Outcome::Finished(_) => panic!("did not stop"),
     }
     assert!(!dir.path().join("cut/metrics.json").exists());
-    let resumed = finished(run(&cut, &RunOptions { resume: true, stop_after: None }));
+    let resumed = finished(run(&cut, &RunOptions { resume: true, ..Default::default() }));
     assert_eq!(numbers(&straight), numbers(&resumed));
     // history.csv has the same rows either way (timing columns aside).
     let rows = |p: &str| -> Vec<Vec<String>> {
-        let text = std::fs::read_to_string(dir.path().join(p).join("history.csv")).unwrap();
-        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-        let keep: Vec<usize> = (0..header.len())
-            .filter(|&i| !["samples_per_s", "step_ms", "probe_ms"].contains(&header[i]))
+        let h = fintune_train::run::history::read_history(&dir.path().join(p).join("history.csv"))
+            .unwrap();
+        let keep: Vec<usize> = (0..h.header.len())
+            .filter(|&i| !["samples_per_s", "step_ms", "probe_ms"].contains(&h.header[i].as_str()))
             .collect();
-        text.lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                keep.iter().map(|&i| f[i].to_owned()).collect()
-            })
+        std::iter::once(&h.header)
+            .chain(&h.rows)
+            .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
             .collect()
     };
     let (a, b) = (rows("straight"), rows("cut"));
@@ -140,7 +142,7 @@ fn resuming_after_an_interruption_gives_the_same_metrics() {
     let err = trainer::train(
         &cut,
         cut.out.as_ref().unwrap(),
-        &RunOptions { resume: true, stop_after: None },
+        &RunOptions { resume: true, ..Default::default() },
         &mut progress,
     )
     .unwrap_err();
@@ -181,10 +183,11 @@ fn the_run_folder_is_complete() {
     let back = TrainConfig::from_toml_file(&r.join("config.toml")).unwrap();
     assert_eq!(back, cfg);
     // The validation split is group-aware and stratified: 10% of 40.
-    assert_eq!(m.data.split.how, "stratified");
+    assert_eq!(m.data.split.how, SplitHow::Stratified);
     assert_eq!(m.data.train + m.data.val, 40);
     assert!((3..=5).contains(&m.data.val), "{}", m.data.val);
-    let steps = std::fs::read_to_string(r.join("history.csv")).unwrap().lines().count() - 1;
+    let steps =
+        fintune_train::run::history::read_history(&r.join("history.csv")).unwrap().rows.len();
     assert_eq!(steps, m.data.train.div_ceil(8));
     let report = std::fs::read_to_string(r.join("report.md")).unwrap();
     assert!(report.contains(&format!("{:.4}", m.val.mse)), "report.md shows the validation MSE");

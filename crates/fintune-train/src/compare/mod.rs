@@ -8,7 +8,6 @@
 //! finished runs, resumes interrupted ones, and records failures without stopping.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use fintune_data::{read_dataset, write_dataset, ReadOptions, WriteOptions};
@@ -17,10 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Imbalance, Strata, TrainConfig};
 use crate::metrics::MetricReport;
+
+mod results;
+
 use crate::run;
-use crate::stats::{paired_t, wilcoxon, TestResult};
-use crate::trainer::{self, Outcome, RunMetrics, RunOptions};
+use crate::run::metrics::RunMetrics;
+use crate::trainer::{self, Outcome, RunOptions};
 use crate::{Error, Result};
+pub use results::{grid_dir, markdown, MeanStd, MethodSummary, PairedTests, Reported, Results};
+use results::{plot, summarise};
 
 /// Seed of the fixed train/validation/test splits.
 pub const SPLIT_SEED: u64 = 20_171_005;
@@ -28,7 +32,9 @@ pub const SPLIT_SEED: u64 = 20_171_005;
 /// A data set of the matrix: a name and its file below the data root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetSpec {
+    /// Short name (folder names, tables).
     pub name: String,
+    /// The training file below the data root.
     pub file: PathBuf,
 }
 
@@ -51,8 +57,11 @@ pub struct MethodSpec {
     pub id: String,
     /// What it is, for the tables.
     pub label: String,
+    /// Score classes.
     pub strata: Strata,
+    /// Task weighting.
     pub weighting: WeightingSpec,
+    /// Regression loss.
     pub imbalance: Imbalance,
     /// A grid of regression weights for a static weighting chosen on validation (the run
     /// used for test is the grid point with the best mean validation MSE over seeds).
@@ -121,8 +130,11 @@ pub struct CompareConfig {
     pub out: PathBuf,
     /// Folder holding the shared data sets.
     pub data_root: PathBuf,
+    /// The data sets.
     pub datasets: Vec<DatasetSpec>,
+    /// The methods.
     pub methods: Vec<MethodSpec>,
+    /// The seeds (one run per seed).
     pub seeds: Vec<u64>,
     /// Configuration shared by every run (backbone, tuning, epochs...); data, strata,
     /// weighting, imbalance and seed are set per run.
@@ -175,105 +187,37 @@ pub fn machine_description() -> String {
 /// Test metrics of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
+    /// The data set.
     pub dataset: String,
+    /// The method id.
     pub method: String,
-    /// Grid point for static weighting.
-    pub variant: Option<String>,
+    /// The regression weight of a static grid point.
+    pub variant: Option<f64>,
+    /// The seed.
     pub seed: u64,
+    /// Validation MSE of the best epoch.
     pub val_mse: f64,
+    /// Test metrics of the best model.
     pub test: MetricReport,
+    /// The best epoch (1-based).
     pub best_epoch: usize,
+    /// Seconds in training steps.
     pub train_s: f64,
 }
 
 /// A run that failed (recorded, not fatal).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
+    /// The data set.
     pub dataset: String,
+    /// The method id.
     pub method: String,
-    pub variant: Option<String>,
+    /// The regression weight of a static grid point.
+    pub variant: Option<f64>,
+    /// The seed.
     pub seed: u64,
+    /// The error with its causes.
     pub error: String,
-}
-
-/// Mean and standard deviation (sample) over seeds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MeanStd {
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
-fn mean_std(v: &[f64]) -> MeanStd {
-    let n = v.len();
-    let mean = v.iter().sum::<f64>() / n.max(1) as f64;
-    let std = if n > 1 {
-        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    MeanStd { mean, std, n }
-}
-
-/// Aggregates of one method on one data set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MethodSummary {
-    pub method: String,
-    pub label: String,
-    /// The static grid point used (mtl-static).
-    pub chosen: Option<String>,
-    pub seeds: Vec<u64>,
-    pub metrics: BTreeMap<String, MeanStd>,
-    /// Relative change of the mean vs single-task, per metric (fraction).
-    pub rel_vs_single: BTreeMap<String, f64>,
-    /// Paired tests across seeds on test MSE: vs single, vs mtl-equal, vs mtl-das.
-    pub tests: BTreeMap<String, PairedTests>,
-}
-
-/// Both paired tests of one comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairedTests {
-    pub metric: String,
-    pub n: usize,
-    pub t: Option<TestResult>,
-    pub wilcoxon: Option<TestResult>,
-}
-
-/// `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Results {
-    pub runs: Vec<RunResult>,
-    pub failures: Vec<Failure>,
-    pub summaries: BTreeMap<String, Vec<MethodSummary>>,
-    pub split_seed: u64,
-    pub backbone: String,
-    pub tuning: String,
-    pub epochs: usize,
-    pub provenance: Provenance,
-}
-
-/// The metrics reported in the tables: (key, lower is better).
-pub const REPORTED: [(&str, bool); 7] = [
-    ("mse", true),
-    ("mse_extreme", true),
-    ("r2", false),
-    ("pearson", false),
-    ("cosine", false),
-    ("acc_polarity", false),
-    ("mae", true),
-];
-
-fn metric_value(r: &MetricReport, key: &str) -> Option<f64> {
-    match key {
-        "mse" => Some(r.mse),
-        "mae" => Some(r.mae),
-        "r2" => r.r2,
-        "pearson" => r.pearson,
-        "cosine" => r.cosine,
-        "acc_polarity" => Some(r.acc_polarity),
-        "mse_extreme" => r.mse_by_region.iter().find(|e| e.region == "extreme").and_then(|e| e.mse),
-        _ => None,
-    }
 }
 
 /// Writes the fixed split of `ds` (train/val/test JSONL) into `dir` unless it exists.
@@ -293,30 +237,22 @@ pub fn split_dataset(ds: &DatasetSpec, data_root: &Path, dir: &Path) -> Result<[
 }
 
 fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetrics> {
-    if dir.join("metrics.json").exists() {
+    let folder = run::RunDir::new(dir);
+    if folder.is_finished() {
         // A finished run is reused only when it was made with this configuration (the thread
-        // count aside: it does not change the numbers).
-        let stored =
-            TrainConfig::from_toml_file(&dir.join("config.toml")).map_err(Error::Config)?;
-        let mut want = cfg.clone();
-        want.optim.threads = stored.optim.threads;
-        if stored != want {
-            return Err(Error::Config(format!(
-                "{} holds a finished run made with another configuration (see its config.toml); \
-                 use another --out or remove that folder",
-                dir.display()
-            )));
+        // count and device aside: they do not change the numbers).
+        let stored = TrainConfig::from_toml_file(&folder.config())?;
+        let keys = run::differing_keys(&stored, cfg);
+        if !keys.is_empty() {
+            return Err(Error::OtherConfig { path: dir.to_owned(), keys });
         }
-        return run::read_json(&dir.join("metrics.json"));
+        return run::read_json(&folder.metrics());
     }
-    let resume = dir.join("checkpoint/trainer.json").exists();
-    let cfg = if resume {
-        TrainConfig::from_toml_file(&dir.join("config.toml")).map_err(Error::Config)?
-    } else {
-        cfg.clone()
-    };
+    let resume = folder.checkpoint().join("trainer.json").exists()
+        || run::files::old_name(&folder.checkpoint()).join("trainer.json").exists();
     let mut progress = crate::progress::Silent;
-    match trainer::train(&cfg, dir, &RunOptions { resume, stop_after: None }, &mut progress)? {
+    let opts = RunOptions { resume, ..Default::default() };
+    match trainer::train(cfg, dir, &opts, &mut progress)? {
         Outcome::Finished(m) => {
             let mut drop = vec![dir.join("checkpoint")];
             if !keep_models {
@@ -357,10 +293,9 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                     if c.shard.is_some_and(|(k, n)| (done - 1) % n != k) {
                         continue;
                     }
-                    let vname = variant.map(|w| format!("w{w:.1}"));
                     let mut dir = c.out.join("runs").join(&ds.name).join(&method.id);
-                    if let Some(v) = &vname {
-                        dir = dir.join(v);
+                    if let Some(w) = variant {
+                        dir = dir.join(grid_dir(w));
                     }
                     let dir = dir.join(format!("seed{seed}"));
                     let mut cfg = c.base.clone();
@@ -386,7 +321,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                                 "[{done}/{total}] {} {}{} seed {seed}: val mse {:.4}, test mse {:.4} ({:.0} s)",
                                 ds.name,
                                 method.id,
-                                vname.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+                                variant.map(|w| format!(" {}", grid_dir(w))).unwrap_or_default(),
                                 m.val.mse,
                                 test.mse,
                                 t0.elapsed().as_secs_f64()
@@ -394,7 +329,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                             runs.push(RunResult {
                                 dataset: ds.name.clone(),
                                 method: method.id.clone(),
-                                variant: vname,
+                                variant,
                                 seed,
                                 val_mse: m.val.mse,
                                 test,
@@ -410,9 +345,9 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                             failures.push(Failure {
                                 dataset: ds.name.clone(),
                                 method: method.id.clone(),
-                                variant: vname,
+                                variant,
                                 seed,
-                                error: e.to_string(),
+                                error: e.chain(),
                             });
                         }
                     }
@@ -449,218 +384,4 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
         }
     }
     Ok(results)
-}
-
-/// The runs of one method on one data set, by seed (for static, the chosen grid point).
-fn method_runs<'a>(
-    runs: &'a [RunResult],
-    ds: &str,
-    m: &MethodSpec,
-) -> (Vec<&'a RunResult>, Option<String>) {
-    let of = |v: Option<&str>| -> Vec<&RunResult> {
-        runs.iter()
-            .filter(|r| r.dataset == ds && r.method == m.id && r.variant.as_deref() == v)
-            .collect()
-    };
-    if m.static_grid.is_empty() {
-        return (of(None), None);
-    }
-    // Choose the grid point by mean validation MSE over seeds (never by test).
-    let mut best: Option<(f64, String)> = None;
-    for w in &m.static_grid {
-        let v = format!("w{w:.1}");
-        let rs = of(Some(&v));
-        if rs.is_empty() {
-            continue;
-        }
-        let mean = rs.iter().map(|r| r.val_mse).sum::<f64>() / rs.len() as f64;
-        if best.as_ref().is_none_or(|b| mean < b.0) {
-            best = Some((mean, v));
-        }
-    }
-    match best {
-        Some((_, v)) => (of(Some(&v)), Some(v)),
-        None => (vec![], None),
-    }
-}
-
-fn paired(a: &[&RunResult], b: &[&RunResult], key: &str) -> PairedTests {
-    let mut xa = Vec::new();
-    let mut xb = Vec::new();
-    for r in b {
-        if let Some(o) = a.iter().find(|o| o.seed == r.seed) {
-            if let (Some(x), Some(y)) = (metric_value(&o.test, key), metric_value(&r.test, key)) {
-                xa.push(x);
-                xb.push(y);
-            }
-        }
-    }
-    PairedTests {
-        metric: key.into(),
-        n: xa.len(),
-        t: paired_t(&xa, &xb),
-        wilcoxon: wilcoxon(&xa, &xb),
-    }
-}
-
-fn summarise(runs: &[RunResult], ds: &str, methods: &[MethodSpec]) -> Vec<MethodSummary> {
-    let find = |id: &str| {
-        methods.iter().find(|m| m.id == id).map(|m| method_runs(runs, ds, m).0).unwrap_or_default()
-    };
-    let single = find("single");
-    let single_means: BTreeMap<&str, f64> = REPORTED
-        .iter()
-        .filter_map(|(k, _)| {
-            let v: Vec<f64> = single.iter().filter_map(|r| metric_value(&r.test, k)).collect();
-            (!v.is_empty()).then(|| (*k, mean_std(&v).mean))
-        })
-        .collect();
-    let mut out = Vec::new();
-    for m in methods {
-        let (rs, chosen) = method_runs(runs, ds, m);
-        if rs.is_empty() {
-            continue;
-        }
-        let mut metrics = BTreeMap::new();
-        let mut rel = BTreeMap::new();
-        for (k, _) in REPORTED {
-            let v: Vec<f64> = rs.iter().filter_map(|r| metric_value(&r.test, k)).collect();
-            if v.is_empty() {
-                continue;
-            }
-            let ms = mean_std(&v);
-            if let Some(&base) = single_means.get(k) {
-                if base != 0.0 {
-                    rel.insert(k.to_owned(), (ms.mean - base) / base.abs());
-                }
-            }
-            metrics.insert(k.to_owned(), ms);
-        }
-        let mut tests = BTreeMap::new();
-        for other in ["single", "mtl-equal", "mtl-das"] {
-            if other != m.id {
-                let o = find(other);
-                if !o.is_empty() {
-                    tests.insert(format!("vs {other}"), paired(&o, &rs, "mse"));
-                }
-            }
-        }
-        out.push(MethodSummary {
-            method: m.id.clone(),
-            label: m.label.clone(),
-            chosen,
-            seeds: rs.iter().map(|r| r.seed).collect(),
-            metrics,
-            rel_vs_single: rel,
-            tests,
-        });
-    }
-    out
-}
-
-fn pm(m: Option<&MeanStd>, digits: usize) -> String {
-    m.map_or("n/a".into(), |m| format!("{:.*} ± {:.*}", digits, m.mean, digits, m.std))
-}
-
-fn p(t: Option<&TestResult>) -> String {
-    t.map_or("n/a".into(), |t| format!("{:.3}", t.p_value))
-}
-
-/// `results.md`.
-pub fn markdown(r: &Results, c: &CompareConfig) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# fintune experiment results\n");
-    let _ = writeln!(
-        s,
-        "Backbone `{}` (tuning {}), {} epochs at most (early stopping on validation MSE), seeds {:?}. \
-         Each data set is split once, group-aware and stratified, 80/10/10 (seed {}); the best epoch and \
-         the static-weight grid point are chosen on validation only; the numbers below are **test** \
-         metrics, mean ± standard deviation over seeds.\n",
-        r.backbone, r.tuning, r.epochs, c.seeds, r.split_seed
-    );
-    let prov = &r.provenance;
-    if !prov.command.is_empty() {
-        let _ = writeln!(s, "Command: `{}`  ", prov.command);
-    }
-    let compute_min: f64 = r.runs.iter().map(|x| x.train_s).sum::<f64>() / 60.0;
-    let _ = writeln!(
-        s,
-        "Written {} on {}; {} runs ({} failed), {compute_min:.1} min of training in all.\n",
-        prov.date,
-        prov.machine,
-        r.runs.len(),
-        r.failures.len()
-    );
-    for (ds, sums) in &r.summaries {
-        let _ = writeln!(s, "## {ds}\n");
-        let _ = writeln!(s, "| method | mse | Δ mse vs single | extreme-region mse | Δ | r2 | pearson | cosine | acc_polarity | Δ acc | p (t / Wilcoxon) vs single | vs mtl-equal | vs mtl-das |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        for m in sums {
-            let g = |k: &str| m.metrics.get(k);
-            let rel = |k: &str| {
-                m.rel_vs_single.get(k).map_or("".into(), |x| format!("{:+.1}%", 100.0 * x))
-            };
-            let tests = |k: &str| {
-                m.tests.get(k).map_or("".into(), |t| {
-                    format!("{} / {}", p(t.t.as_ref()), p(t.wilcoxon.as_ref()))
-                })
-            };
-            let name = match &m.chosen {
-                Some(v) => format!("{} ({})", m.method, v),
-                None => m.method.clone(),
-            };
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                pm(g("mse"), 4),
-                rel("mse"),
-                pm(g("mse_extreme"), 4),
-                rel("mse_extreme"),
-                pm(g("r2"), 3),
-                pm(g("pearson"), 3),
-                pm(g("cosine"), 3),
-                pm(g("acc_polarity"), 3),
-                rel("acc_polarity"),
-                tests("vs single"),
-                tests("vs mtl-equal"),
-                tests("vs mtl-das"),
-            );
-        }
-        let _ = writeln!(s, "\n![{ds}](plots/{ds}.png)\n");
-    }
-    let _ = writeln!(s, "Methods:\n");
-    for m in &c.methods {
-        let _ = writeln!(s, "- `{}`: {}", m.id, m.label);
-    }
-    let _ = writeln!(
-        s,
-        "\np-values: paired t-test and exact Wilcoxon signed-rank test across seeds on test MSE \
-         (two-sided). With 5 seeds the smallest possible exact Wilcoxon p-value is 0.0625."
-    );
-    if !r.failures.is_empty() {
-        let _ = writeln!(s, "\n## Failed runs\n");
-        for f in &r.failures {
-            let _ = writeln!(s, "- {} {} seed {}: {}", f.dataset, f.method, f.seed, f.error);
-        }
-    }
-    s
-}
-
-fn plot(r: &Results, ds: &str, path: &Path) -> std::result::Result<(), String> {
-    let sums = r.summaries.get(ds).ok_or("no results")?;
-    let labels: Vec<String> = sums.iter().map(|m| m.method.clone()).collect();
-    let series: Vec<(f64, f64)> = sums
-        .iter()
-        .map(|m| m.metrics.get("mse").map_or((f64::NAN, 0.0), |x| (x.mean, x.std)))
-        .collect();
-    let extreme: Vec<(f64, f64)> = sums
-        .iter()
-        .map(|m| m.metrics.get("mse_extreme").map_or((f64::NAN, 0.0), |x| (x.mean, x.std)))
-        .collect();
-    crate::plots::error_bars(
-        path,
-        &format!("{ds}: test MSE (mean ± std over seeds)"),
-        &labels,
-        &[("all", series), ("extreme", extreme)],
-    )
 }

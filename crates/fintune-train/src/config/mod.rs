@@ -4,8 +4,7 @@
 //! resolved configuration is written to the run folder as `config.toml`.
 //! `fintune train --print-config` prints the defaults as TOML.
 
-use std::path::PathBuf;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 
 use fintune_das::{Classes, DasConfig};
 use fintune_data::ReadOptions;
@@ -15,96 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::MetricsConfig;
 
-/// How score classes for the auxiliary task are cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Strata {
-    /// Data-aware stratification (ours).
-    #[default]
-    Das,
-    /// Equal-frequency classes.
-    Quantile,
-    /// Equal-width classes.
-    Uniform,
-    /// No classes: single-task regression (the baseline).
-    None,
-}
+mod limits;
+mod names;
 
-impl FromStr for Strata {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "das" => Ok(Strata::Das),
-            "quantile" => Ok(Strata::Quantile),
-            "uniform" => Ok(Strata::Uniform),
-            "none" => Ok(Strata::None),
-            o => Err(format!("unknown strata `{o}` (das, quantile, uniform, none)")),
-        }
-    }
-}
-
-/// Imbalanced-regression comparators on the regression loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Imbalance {
-    /// Plain MSE.
-    #[default]
-    None,
-    /// Label-distribution smoothing (Yang et al. 2021): per-sample weights 1 / smoothed density.
-    Lds,
-    /// Batch-based Balanced MSE (Ren et al. 2022) with a learned noise scale.
-    Bmse,
-}
-
-impl FromStr for Imbalance {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Imbalance::None),
-            "lds" => Ok(Imbalance::Lds),
-            "bmse" => Ok(Imbalance::Bmse),
-            o => Err(format!("unknown imbalance option `{o}` (none, lds, bmse)")),
-        }
-    }
-}
-
-/// Class weights in the cross-entropy of the auxiliary task.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassWeights {
-    /// Unweighted.
-    #[default]
-    None,
-    /// Inverse class frequency.
-    Inverse,
-    /// Inverse square root of the frequency.
-    InverseSqrt,
-    /// Effective number of samples (Cui et al. 2019) with beta 0.999.
-    Effective,
-}
-
-/// Numeric precision of the backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// float32 everywhere.
-    #[default]
-    F32,
-    /// bfloat16 backbone weights and activations (for CUDA; slow on CPU) with float32 heads,
-    /// adapters, pooled representation and optimiser master copies.
-    Bf16,
-}
-
-impl FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            o => Err(format!("unknown precision `{o}` (f32, bf16)")),
-        }
-    }
-}
+pub use limits::{check_max_len, check_threads, position_limit, MAX_THREADS};
+pub(crate) use names::serde_as_text;
+pub use names::{as_text, ClassWeights, DeviceSpec, Imbalance, Precision, Strata, UnknownName};
+/// Rows per batch of `fintune predict`, `eval` and `encode`.
+pub const PREDICT_BATCH_SIZE: usize = 64;
+/// Truncation length of `fintune encode`.
+pub const ENCODE_MAX_LEN: usize = 128;
 
 /// Input files and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,8 +100,8 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     /// The tuning mode, with `[model.lora]` applied to `lora:R`.
-    pub fn tuning(&self) -> Result<Tuning, String> {
-        match self.tuning.parse::<Tuning>().map_err(|e| e.to_string())? {
+    pub fn tuning(&self) -> Result<Tuning, fintune_model::Error> {
+        match self.tuning.parse::<Tuning>()? {
             Tuning::Lora(l) => Ok(Tuning::Lora(LoraConfig { rank: l.rank, ..self.lora.clone() })),
             t => Ok(t),
         }
@@ -216,12 +135,18 @@ pub struct OptimConfig {
     /// Seed of everything random (split, order, dropout, head init). Default 42.
     pub seed: u64,
     /// `cpu`, `cuda`, `cuda:N` or `auto`. Default `cpu`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// libtorch intra-op threads (0: libtorch's default, one per core). Default 0.
     pub threads: usize,
     /// `f32` or `bf16` (backbone in bfloat16 with float32 master weights; for CUDA).
     /// Default `f32`.
     pub precision: Precision,
+    /// AdamW's first-moment decay. Default 0.9.
+    pub beta1: f64,
+    /// AdamW's second-moment decay. Default 0.999.
+    pub beta2: f64,
+    /// AdamW's denominator epsilon. Default 1e-8.
+    pub eps: f64,
 }
 
 impl Default for OptimConfig {
@@ -238,9 +163,12 @@ impl Default for OptimConfig {
             clip: 1.0,
             patience: 2,
             seed: 42,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
             threads: 0,
             precision: Precision::F32,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
         }
     }
 }
@@ -292,9 +220,13 @@ pub struct TrainConfig {
     pub out: Option<PathBuf>,
     /// Run name used in the default folder. Default: derived from the first training file.
     pub name: Option<String>,
+    /// Input files and how to read them (`[data]`).
     pub data: DataConfig,
+    /// The backbone and heads (`[model]`).
     pub model: ModelConfig,
+    /// Optimisation (`[optim]`).
     pub optim: OptimConfig,
+    /// The multi-task set-up (`[task]`).
     pub task: TaskConfig,
     /// DAS constants (see fintune-das).
     pub das: DasConfig,
@@ -304,11 +236,27 @@ pub struct TrainConfig {
     pub metrics: MetricsConfig,
 }
 
+/// A configuration after validation, with every string resolved once: what the trainer runs.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The configuration as given (file-shaped).
+    pub raw: TrainConfig,
+    /// The tuning mode, `[model.lora]` applied.
+    pub tuning: Tuning,
+    /// The libtorch device.
+    pub device: tch::Device,
+    /// The backbone's position limit (tokens), when its `config.json` names one.
+    pub position_limit: Option<usize>,
+    /// Accepted but questionable settings (e.g. more threads than cores), for the log.
+    pub warnings: Vec<String>,
+}
+
 impl TrainConfig {
     /// Reads a TOML file.
-    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_toml_file(path: &Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| crate::Error::ConfigFile { path: path.to_owned(), source: e })
     }
 
     /// The configuration as TOML.
@@ -317,53 +265,71 @@ impl TrainConfig {
     }
 
     /// Checks values that serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
+        self.resolve().map(|_| ())
+    }
+
+    /// Validates the configuration and resolves its names once (tuning, device, the
+    /// backbone's position limit).
+    pub fn resolve(&self) -> crate::Result<Resolved> {
+        let bad = |m: String| crate::Error::Config(m);
         if self.data.train.is_empty() {
-            return Err(
+            return Err(bad(
                 "no training data: pass --data PATH (or [data] train = [...] in the config)".into(),
-            );
+            ));
         }
         if !(0.0..0.9).contains(&self.data.val_fraction)
             || self.data.val_fraction == 0.0 && self.data.val.is_none()
         {
-            return Err(format!(
+            return Err(bad(format!(
                 "data.val_fraction must be in (0, 0.9), got {}",
                 self.data.val_fraction
-            ));
+            )));
         }
         let o = &self.optim;
         if o.epochs == 0 || o.batch_size == 0 || o.eval_batch_size == 0 {
-            return Err("epochs, batch_size and eval_batch_size must be >= 1".into());
+            return Err(bad("epochs, batch_size and eval_batch_size must be >= 1".into()));
         }
         for (name, v) in [("lr", o.lr), ("head_lr", o.head_lr), ("adapter_lr", o.adapter_lr)] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("optim.{name} must be > 0, got {v}"));
+                return Err(bad(format!("optim.{name} must be > 0, got {v}")));
             }
         }
         if !(0.0..1.0).contains(&o.warmup) {
-            return Err(format!("optim.warmup must be in [0, 1), got {}", o.warmup));
+            return Err(bad(format!("optim.warmup must be in [0, 1), got {}", o.warmup)));
         }
         if o.clip.is_nan() || o.clip <= 0.0 {
-            return Err(format!("optim.clip must be > 0, got {}", o.clip));
+            return Err(bad(format!("optim.clip must be > 0, got {}", o.clip)));
         }
-        if self.model.max_len < 2 {
-            return Err(format!("model.max_len must be >= 2, got {}", self.model.max_len));
+        for (name, v) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(bad(format!("optim.{name} must be in [0, 1), got {v}")));
+            }
         }
-        self.model.tuning()?;
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(bad(format!("optim.eps must be > 0, got {}", o.eps)));
+        }
+        let mut warnings = Vec::new();
+        warnings.extend(check_threads(o.threads).map_err(bad)?);
+        let position_limit =
+            check_max_len(self.model.max_len, &self.model.backbone).map_err(bad)?;
+        let tuning = self.model.tuning()?;
         if self.model.gradient_checkpointing
             && self.task.probe != Probe::Representation
             && self.task.strata != Strata::None
         {
-            return Err("model.gradient_checkpointing needs task.probe = \"representation\"".into());
+            return Err(bad(
+                "model.gradient_checkpointing needs task.probe = \"representation\"".into()
+            ));
         }
-        fintune_model::device_from_str(&o.device).map_err(|e| e.to_string())?;
+        let device = o.device.resolve()?;
         if [self.task.rarity_bandwidth, self.task.bmse_sigma]
             .iter()
             .any(|v| v.is_nan() || *v <= 0.0)
         {
-            return Err("task.rarity_bandwidth and task.bmse_sigma must be > 0".into());
+            return Err(bad("task.rarity_bandwidth and task.bmse_sigma must be > 0".into()));
         }
-        Ok(())
+        Ok(Resolved { raw: self.clone(), tuning, device, position_limit, warnings })
     }
 }
 
@@ -397,6 +363,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dwaa"), "{err}");
+    }
+
+    #[test]
+    fn one_name_table_serves_toml_and_the_command_line() {
+        // `fp32` used to work on the command line but not in TOML.
+        let c: TrainConfig = toml::from_str("[optim]\nprecision = \"fp32\"\n").unwrap();
+        assert_eq!(c.optim.precision, Precision::F32);
+        assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!(c.to_toml().contains("precision = \"f32\""));
+        for (name, v) in Strata::NAMES {
+            assert_eq!(name.parse::<Strata>().unwrap(), *v);
+        }
+        assert_eq!(ClassWeights::InverseSqrt.to_string(), "inverse-sqrt");
+        let err = toml::from_str::<TrainConfig>("[task]\nstrata = \"dass\"\n").unwrap_err();
+        assert!(err.to_string().contains("das, quantile, uniform, none"), "{err}");
+        for d in ["cpu", "cuda", "cuda:1", "auto"] {
+            assert_eq!(d.parse::<DeviceSpec>().unwrap().to_string(), d);
+        }
+    }
+
+    #[test]
+    fn threads_100000_is_refused() {
+        let mut c = TrainConfig {
+            data: DataConfig { train: vec!["a.jsonl".into()], ..Default::default() },
+            ..Default::default()
+        };
+        c.optim.threads = 100_000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("threads") && err.contains("100000"), "{err}");
+        c.optim.threads = 1;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn position_limits_follow_the_family() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |json: &str| std::fs::write(d.path().join("config.json"), json).unwrap();
+        write(r#"{"model_type": "bert", "max_position_embeddings": 512}"#);
+        assert_eq!(position_limit(d.path()), Some(512));
+        write(r#"{"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}"#);
+        assert_eq!(position_limit(d.path()), Some(512));
+        write(r#"{"model_type": "llama", "max_position_embeddings": 8192}"#);
+        assert_eq!(position_limit(d.path()), Some(8192));
+        assert!(check_max_len(8193, d.path()).unwrap_err().contains("8192"));
     }
 
     #[test]

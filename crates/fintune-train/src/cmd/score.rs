@@ -1,0 +1,209 @@
+//! `fintune eval`, `predict` and `encode`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fintune_data::{read_dataset, BatchReader, SkipReport};
+use fintune_model::Pooling;
+use fintune_train::config::{DeviceSpec, ENCODE_MAX_LEN, PREDICT_BATCH_SIZE};
+use fintune_train::metrics::MetricReport;
+use fintune_train::predict::{Encoder, OutputBatch, Predictor};
+
+use super::io::{catch_interrupts, check_interrupt, check_output, input_path, Sink};
+use super::ReadArgs;
+
+/// Rows per batch: at least 1.
+fn batch_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be >= 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EvalArgs {
+    /// A run's model folder (RUN/model).
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled data.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Rows per batch.
+    #[arg(long, default_value_t = PREDICT_BATCH_SIZE, value_parser = batch_size)]
+    batch_size: usize,
+    /// cpu, cuda, cuda:N, auto.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PredictArgs {
+    /// A run's model folder (RUN/model).
+    #[arg(long)]
+    model: PathBuf,
+    /// Input file, or - for JSONL on standard input.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output file (JSONL, CSV, Parquet, Arrow by extension), or - for JSONL on standard
+    /// output. Never the input file.
+    #[arg(long, default_value = "-")]
+    output: PathBuf,
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Rows per batch.
+    #[arg(long, default_value_t = PREDICT_BATCH_SIZE, value_parser = batch_size)]
+    batch_size: usize,
+    /// cpu, cuda, cuda:N, auto.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EncodeArgs {
+    /// Hugging Face model folder.
+    #[arg(long)]
+    backbone: PathBuf,
+    /// Input file, or - for JSONL on standard input.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output file (JSONL with `id` and `embedding`, or Parquet/Arrow with a fixed-size-list
+    /// column), or - for JSONL on standard output. Never the input file.
+    #[arg(long, default_value = "-")]
+    output: PathBuf,
+    /// mean, cls, max, last (default: the family's).
+    #[arg(long)]
+    pooling: Option<Pooling>,
+    /// Truncation length in tokens (at most the backbone's position limit).
+    #[arg(long, default_value_t = ENCODE_MAX_LEN)]
+    max_len: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = PREDICT_BATCH_SIZE, value_parser = batch_size)]
+    batch_size: usize,
+    #[command(flatten)]
+    read: ReadArgs,
+    /// cpu, cuda, cuda:N, auto.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+fn load_predictor(model: &std::path::Path, device: DeviceSpec, bs: usize) -> Result<Predictor> {
+    let p = Predictor::load(model, device.resolve()?)
+        .with_context(|| format!("loading the model in {}", model.display()))?;
+    Ok(p.with_batch_size(bs)?)
+}
+
+fn print_report(r: &MetricReport) {
+    let f = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+    println!("n              {}", r.n);
+    println!("mse            {:.4}", r.mse);
+    println!("rmse           {:.4}", r.rmse);
+    println!("mae            {:.4}", r.mae);
+    println!("r2             {}", f(r.r2));
+    println!("pearson        {}", f(r.pearson));
+    println!("spearman       {}", f(r.spearman));
+    println!("cosine         {}", f(r.cosine));
+    println!("acc_polarity   {:.4}", r.acc_polarity);
+    println!("acc_class      {} (head), {} (score)", f(r.acc_class), f(r.acc_class_from_score));
+    println!(
+        "macro_f1_class {} (head), {} (score)",
+        f(r.macro_f1_class),
+        f(r.macro_f1_class_from_score)
+    );
+    for e in &r.mse_by_region {
+        println!("mse {:<10} {} (n = {})", e.region, f(e.mse), e.n);
+    }
+}
+
+pub(super) fn eval(a: &EvalArgs) -> Result<ExitCode> {
+    if a.data.is_empty() {
+        bail!("--data PATH is required");
+    }
+    let p = load_predictor(&a.model, a.device, a.batch_size)?;
+    let ds = read_dataset(&a.data, &a.read.options())?;
+    if !ds.skipped().is_empty() {
+        eprintln!("{}", ds.skipped());
+    }
+    let r = p.evaluate(&ds)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_report(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `input` batch by batch, writes `f`'s output for each to `output`; stops cleanly
+/// (temporary files removed) on SIGINT/SIGTERM. Returns the rows and the skipped-row report.
+fn stream<B: OutputBatch>(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    opts: &fintune_data::ReadOptions,
+    schema: arrow_schema::SchemaRef,
+    mut f: impl FnMut(&arrow_array::RecordBatch) -> Result<B>,
+) -> Result<(usize, SkipReport)> {
+    check_output(input, output)?;
+    catch_interrupts();
+    let mut stdin_copy = None;
+    let input = input_path(input, &mut stdin_copy)?;
+    let mut reader = BatchReader::open(&input, opts)?;
+    let mut sink = Sink::open(output, schema)?;
+    let bar = if output.as_os_str() != "-" && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut rows = 0usize;
+    for batch in reader.by_ref() {
+        check_interrupt()?;
+        let batch = batch?;
+        rows += batch.num_rows();
+        sink.write(&f(&batch)?)?;
+        bar.set_message(format!("{rows} rows"));
+        bar.tick();
+    }
+    check_interrupt()?;
+    bar.finish_and_clear();
+    let skipped = reader.skipped();
+    sink.finish()?;
+    if !skipped.is_empty() {
+        eprintln!("{skipped}");
+    }
+    Ok((rows, skipped))
+}
+
+pub(super) fn predict(a: &PredictArgs) -> Result<ExitCode> {
+    check_output(&a.input, &a.output)?;
+    let p = load_predictor(&a.model, a.device, a.batch_size)?;
+    let opts = a.read.options().labelled(false).batch_size(a.batch_size * 16);
+    let (rows, _) =
+        stream(&a.input, &a.output, &opts, p.output_schema(), |b| Ok(p.predict_batch(b)?))?;
+    if a.output.as_os_str() != "-" {
+        eprintln!("predicted {rows} rows into {}", a.output.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn encode(a: &EncodeArgs) -> Result<ExitCode> {
+    check_output(&a.input, &a.output)?;
+    let e = Encoder::load(&a.backbone, a.pooling, a.max_len, a.device.resolve()?)?;
+    let opts = a.read.options().labelled(false).batch_size(a.batch_size);
+    let (rows, _) =
+        stream(&a.input, &a.output, &opts, e.output_schema(), |b| Ok(e.encode_batch(b)?))?;
+    if a.output.as_os_str() != "-" {
+        eprintln!(
+            "encoded {rows} rows ({} pooling, {} dimensions) into {}",
+            e.pooling,
+            e.dimensions(),
+            a.output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,368 @@
+//! `fintune train` and `fintune compare`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fintune_das::Classes;
+use fintune_data::Format;
+use fintune_dwa::WeightingSpec;
+use fintune_model::Probe;
+use fintune_train::compare::{self, CompareConfig};
+use fintune_train::config::{DeviceSpec, Imbalance, Precision, Strata};
+use fintune_train::trainer::{self, Outcome, RunOptions};
+use fintune_train::{progress, TrainConfig};
+
+/// Sets `$field` when the flag `$v` was given.
+macro_rules! set {
+    ($field:expr, $v:expr) => {
+        if let Some(v) = $v.clone() {
+            $field = v;
+        }
+    };
+}
+
+/// The options of a run that `train` and `compare` share (declared once; flags override the
+/// `--config` file).
+#[derive(Debug, Args)]
+pub(super) struct RunOverrides {
+    /// A TOML file with any options (flags override it); see `train --print-config`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Hugging Face model folder (default .fintune/models/all-MiniLM-L6-v2).
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// full, frozen, top:N, lora:R.
+    #[arg(long)]
+    tuning: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Backbone learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Heads learning rate.
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Truncation length in tokens (at most the backbone's position limit).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// cpu, cuda, cuda:N, auto.
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+    /// libtorch threads (0: one per core; at most 4 x cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// f32 (fp32) or bf16 (bfloat16 backbone with float32 master weights; for CUDA).
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// Recompute layers in the backward pass (less memory).
+    #[arg(long)]
+    gradient_checkpointing: bool,
+}
+
+impl RunOverrides {
+    /// The `--config` file, or the defaults.
+    fn base(&self) -> Result<TrainConfig> {
+        Ok(match &self.config {
+            Some(p) => TrainConfig::from_toml_file(p)?,
+            None => TrainConfig::default(),
+        })
+    }
+
+    /// Applies the flags that were given.
+    fn apply(&self, c: &mut TrainConfig) {
+        set!(c.model.backbone, self.backbone);
+        set!(c.model.tuning, self.tuning);
+        set!(c.optim.epochs, self.epochs);
+        set!(c.optim.batch_size, self.batch_size);
+        set!(c.optim.lr, self.lr);
+        set!(c.optim.head_lr, self.head_lr);
+        set!(c.model.max_len, self.max_len);
+        set!(c.optim.device, self.device);
+        set!(c.optim.threads, self.threads);
+        set!(c.optim.precision, self.precision);
+        if self.gradient_checkpointing {
+            c.model.gradient_checkpointing = true;
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrainArgs {
+    /// Training files (JSONL, JSON, CSV/TSV, Parquet, Arrow).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Validation file (default: a group-aware stratified 10% of the training data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Test file, evaluated once at the end with the validation-selected model.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Run folder (default runs/<timestamp>-<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run name for the default folder.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    run: RunOverrides,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// dwa, equal, static:a,b, uncertainty, gradnorm, dwa-liu, dao, famo, pcgrad.
+    #[arg(long)]
+    weighting: Option<WeightingSpec>,
+    /// das, quantile, uniform, none (single-task regression).
+    #[arg(long)]
+    strata: Option<Strata>,
+    /// Number of classes: auto or K.
+    #[arg(long)]
+    classes: Option<Classes>,
+    /// representation, last-layer, all.
+    #[arg(long)]
+    probe: Option<Probe>,
+    /// none, lds, bmse.
+    #[arg(long)]
+    imbalance: Option<Imbalance>,
+    /// Keep the valid rows of bad input and report the skipped ones.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Input format of the data files (default: from the extension).
+    #[arg(long)]
+    format: Option<Format>,
+    /// Column holding the text (default text).
+    #[arg(long)]
+    text_col: Option<String>,
+    /// Column holding the score (default score).
+    #[arg(long)]
+    score_col: Option<String>,
+    /// Column holding the id (default id).
+    #[arg(long)]
+    id_col: Option<String>,
+    /// Column holding the group (default group).
+    #[arg(long)]
+    group_col: Option<String>,
+    /// Continue an interrupted run folder (with its own config.toml; other flags must not
+    /// change it, --device and --threads aside).
+    #[arg(long, value_name = "RUN")]
+    resume: Option<PathBuf>,
+    /// Replace a finished run, or a run with another configuration, in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Plain log lines instead of progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Stop after this many epochs in total (resume later with --resume).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Applies the train-only flags that were given.
+    fn apply(&self, c: &mut TrainConfig) {
+        self.run.apply(c);
+        if !self.data.is_empty() {
+            c.data.train = self.data.clone();
+        }
+        if self.val.is_some() {
+            c.data.val = self.val.clone();
+        }
+        if self.test.is_some() {
+            c.data.test = self.test.clone();
+        }
+        if self.name.is_some() {
+            c.name = self.name.clone();
+        }
+        set!(c.optim.seed, self.seed);
+        set!(c.task.weighting, self.weighting);
+        set!(c.task.strata, self.strata);
+        set!(c.task.classes, self.classes);
+        set!(c.task.probe, self.probe);
+        set!(c.task.imbalance, self.imbalance);
+        if self.skip_invalid {
+            c.data.read.skip_invalid = true;
+        }
+        if self.format.is_some() {
+            c.data.read.format = self.format;
+        }
+        set!(c.data.read.text_col, self.text_col);
+        set!(c.data.read.score_col, self.score_col);
+        set!(c.data.read.id_col, self.id_col);
+        set!(c.data.read.group_col, self.group_col);
+    }
+}
+
+pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
+    let (cfg, root) = match &a.resume {
+        Some(run) => {
+            if a.run.config.is_some() || a.out.is_some() || a.overwrite || a.print_config {
+                bail!("--resume continues a run with its own config.toml: --config, --out, --overwrite and --print-config cannot be given with it");
+            }
+            // Flags that change the configuration are refused by the run folder's check,
+            // which names the differing keys.
+            let mut cfg = TrainConfig::from_toml_file(&run.join("config.toml"))?;
+            a.apply(&mut cfg);
+            (cfg, run.clone())
+        }
+        None => {
+            let mut cfg = a.run.base()?;
+            a.apply(&mut cfg);
+            if a.out.is_some() {
+                cfg.out = a.out.clone();
+            }
+            if a.print_config {
+                print!("{}", cfg.to_toml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let root = cfg.out.clone().unwrap_or_else(|| trainer::default_run_dir(&cfg));
+            cfg.out = Some(root.clone());
+            (cfg, root)
+        }
+    };
+    let mut progress = progress::for_terminal(a.quiet);
+    let opts =
+        RunOptions { resume: a.resume.is_some(), stop_after: a.stop_after, overwrite: a.overwrite };
+    match trainer::train(&cfg, &root, &opts, progress.as_mut())? {
+        Outcome::Finished(m) => {
+            let pearson = |p: Option<f64>| p.map_or("n/a".into(), |p| format!("{p:.4}"));
+            eprintln!(
+                "done: best epoch {} of {}; validation mse {:.4}, pearson {}{}",
+                m.best_epoch,
+                m.epochs_run,
+                m.val.mse,
+                pearson(m.val.pearson),
+                m.test
+                    .as_ref()
+                    .map(|t| format!("; test mse {:.4}, pearson {}", t.mse, pearson(t.pearson)))
+                    .unwrap_or_default()
+            );
+            eprintln!("run folder: {} (report.md, metrics.json, model/)", root.display());
+        }
+        Outcome::Interrupted { epochs } => {
+            eprintln!(
+                "stopped after epoch {epochs} as asked; continue with: fintune train --resume {}",
+                root.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CompareArgs {
+    /// Output folder (runs, splits, results). Default: runs/compare (runs/compare-quick with
+    /// --quick). Finished runs in it are reused when their configuration matches.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Folder with the shared data sets.
+    #[arg(long, default_value = "../shared/data")]
+    data_root: PathBuf,
+    /// Comma-separated: fiqa, semeval-headlines, semeval-microblogs (default: all three).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Vec<String>,
+    /// Comma-separated method ids (default: all; see results.md for the list).
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Number of seeds (1..=N).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// Regression weights of the static-weight grid.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.5,0.7,0.9")]
+    grid: Vec<f64>,
+    /// A small matrix that runs in minutes: FiQA, 3 methods, 2 seeds, 3 epochs.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    run: RunOverrides,
+    /// K/N: run every N-th run starting at K (0-based), to share the matrix between processes.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Keep every finished run's model/ folder (by default only the metrics, history, plots
+    /// and report stay; checkpoints are always removed once a run has finished).
+    #[arg(long)]
+    keep_models: bool,
+}
+
+/// Keeps the entries of `all` that `wanted` names (all when empty); unknown names are errors.
+fn select<T>(
+    all: &mut Vec<T>,
+    wanted: &[String],
+    what: &str,
+    id: impl Fn(&T) -> &str,
+) -> Result<()> {
+    if wanted.is_empty() || wanted == ["all"] {
+        return Ok(());
+    }
+    let known: Vec<&str> = all.iter().map(&id).collect();
+    if let Some(w) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
+        bail!("unknown {what} `{w}` (known: {})", known.join(", "));
+    }
+    all.retain(|x| wanted.iter().any(|w| w == id(x)));
+    Ok(())
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (k, n) = s.split_once('/').context("--shard takes K/N, e.g. 0/2")?;
+    let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
+    if n == 0 || k >= n {
+        bail!("--shard K/N needs 0 <= K < N, got {s}");
+    }
+    Ok((k, n))
+}
+
+pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
+    let mut base = a.run.base()?;
+    let mut datasets = compare::known_datasets();
+    let mut methods = compare::all_methods(&a.grid);
+    let mut seeds: Vec<u64> = (1..=a.seeds).collect();
+    if a.quick {
+        datasets.retain(|d| d.name == "fiqa");
+        methods.retain(|m| ["single", "mtl-das", "mtl-das-dwa"].contains(&m.id.as_str()));
+        seeds = vec![1, 2];
+        base.optim.epochs = 3;
+        base.model.max_len = 64;
+    }
+    a.run.apply(&mut base);
+    select(&mut datasets, &a.datasets, "dataset", |d| &d.name)?;
+    select(&mut methods, &a.methods, "method", |m| &m.id)?;
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    if !a.data_root.is_dir() {
+        bail!(
+            "{} is not a folder: pass --data-root with the shared data sets",
+            a.data_root.display()
+        );
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if a.quick { "runs/compare-quick" } else { "runs/compare" })
+    });
+    let cfg = CompareConfig {
+        out: out.clone(),
+        data_root: a.data_root.clone(),
+        datasets,
+        methods,
+        seeds,
+        base,
+        shard,
+        keep_models: a.keep_models,
+        command: std::iter::once("fintune".to_owned())
+            .chain(std::env::args().skip(1))
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let t0 = std::time::Instant::now();
+    let r = compare::run(&cfg, &mut |line| eprintln!("{line}"))?;
+    eprintln!(
+        "compare: {} runs ({} failed) in {:.1} min; results in {}",
+        r.runs.len(),
+        r.failures.len(),
+        t0.elapsed().as_secs_f64() / 60.0,
+        out.join("results.md").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
