@@ -256,22 +256,17 @@ fn every_workspace_dependency_is_used_by_some_crate() {
     assert!(unused.is_empty(), "Cargo.toml: [workspace.dependencies] no crate uses: {unused:?}");
 }
 
-/// Crates whose `#![deny(missing_docs)]` another branch adds (tolerated until it lands).
-const MISSING_DOCS_PENDING: [&str; 1] = ["fintune-train"];
-
 #[test]
 fn every_library_opens_with_docs_and_denies_missing_docs() {
     for m in members().iter().filter(|m| m.has_lib) {
         let lib = m.dir.join("src/lib.rs");
         let text = read(&lib);
         assert!(text.starts_with("//!"), "{}: must open with a `//!` crate doc", lib.display());
-        if !MISSING_DOCS_PENDING.contains(&m.name.as_str()) {
-            assert!(
-                text.contains("#![deny(missing_docs)]"),
-                "{}: add `#![deny(missing_docs)]`",
-                lib.display()
-            );
-        }
+        assert!(
+            text.contains("#![deny(missing_docs)]"),
+            "{}: add `#![deny(missing_docs)]`",
+            lib.display()
+        );
     }
 }
 

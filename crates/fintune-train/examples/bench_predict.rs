@@ -13,7 +13,7 @@ use fintune_das::Rarity;
 use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, Tuning};
 use fintune_train::metrics::MetricsConfig;
 use fintune_train::predict::Predictor;
-use fintune_train::trainer::ModelExtra;
+use fintune_train::eval::ModelExtra;
 use tch::Device;
 
 const WORDS: [&str; 16] = [

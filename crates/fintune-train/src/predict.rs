@@ -268,14 +268,37 @@ impl OutputBatch for EmbeddedBatch {
     }
 }
 
-/// A pretrained backbone that embeds texts (feature extraction).
+/// A pretrained backbone that embeds texts (feature extraction), as sentence-transformers
+/// does: the backbone, the pooling, and an L2 normalisation when the folder's `modules.json`
+/// lists `sentence_transformers.models.Normalize` (all-MiniLM-L6-v2 and all-mpnet-base-v2 do).
 #[derive(Debug)]
 pub struct Encoder {
     backbone: fintune_model::LoadedBackbone,
     encoder: TextEncoder,
     /// The pooling.
     pub pooling: Pooling,
+    /// Whether embeddings are scaled to unit L2 norm (from `modules.json`).
+    pub normalize: bool,
     device: Device,
+}
+
+/// Whether the sentence-transformers pipeline in `dir/modules.json` ends in a `Normalize`
+/// module; false without the file.
+pub fn lists_normalize(dir: &Path) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Module {
+        #[serde(rename = "type", default)]
+        kind: String,
+    }
+    let path = dir.join("modules.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let modules: Vec<Module> =
+        serde_json::from_str(&text).map_err(|source| Error::Json { path, source })?;
+    Ok(modules.iter().any(|m| m.kind.ends_with("models.Normalize")))
 }
 
 impl Encoder {
@@ -294,7 +317,9 @@ impl Encoder {
         )?;
         let info = backbone.net.info().clone();
         let encoder = TextEncoder::from_file(dir, max_len)?.with_padding_side(info.padding_side);
-        Ok(Encoder { pooling: pooling.unwrap_or(info.default_pooling), backbone, encoder, device })
+        let normalize = lists_normalize(dir)?;
+        let pooling = pooling.unwrap_or(info.default_pooling);
+        Ok(Encoder { pooling, normalize, backbone, encoder, device })
     }
 
     /// The embedding size.
@@ -315,7 +340,14 @@ impl Encoder {
         let (ids, texts) = texts(input)?;
         let b = self.encoder.batch(&texts, self.device)?;
         let emb = tch::no_grad(|| {
-            self.pooling.pool(&self.backbone.net.forward_t(&b, false), &b.attention_mask)
+            let e = self.pooling.pool(&self.backbone.net.forward_t(&b, false), &b.attention_mask);
+            if self.normalize {
+                // torch.nn.functional.normalize(e, p=2, dim=1), as sentence-transformers does.
+                let norm = e.norm_scalaropt_dim(2, [-1].as_slice(), true).clamp_min(1e-12);
+                e / norm
+            } else {
+                e
+            }
         });
         let flat = Vec::<f32>::try_from(
             emb.to_kind(tch::Kind::Float).to_device(Device::Cpu).reshape([-1]),

@@ -222,7 +222,11 @@ fn train_then_predict_eval_and_encode() {
         .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["id"], "b");
-    assert_eq!(rows[1]["embedding"].as_array().unwrap().len(), 384);
+    let e = rows[1]["embedding"].as_array().unwrap();
+    assert_eq!(e.len(), 384);
+    // MiniLM's modules.json ends in Normalize: unit-length embeddings, as sentence-transformers.
+    let norm = e.iter().map(|v| v.as_f64().unwrap().powi(2)).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "embedding norm {norm}");
 }
 
 #[test]
