@@ -14,9 +14,9 @@ use crate::error::Error;
 /// Detected from the file extension by default ([`Format::from_path`]); a format given in
 /// [`crate::ReadOptions::format`] or [`crate::WriteOptions::format`] overrides detection.
 /// [`FromStr`] accepts the names in [`Format::NAMES`] (case-insensitive) plus a few aliases,
-/// so it can back a `--format` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// so it can back a `--format` flag. Serde uses the same table (written as the canonical name,
+/// read through [`FromStr`]), so a TOML `format = "json"` means what `--format json` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// One JSON object per line (`.jsonl`, `.ndjson`, `.jsonlines`).
     Jsonl,
@@ -151,6 +151,19 @@ impl FromStr for Format {
             "arrow-stream" | "arrows" | "ipc-stream" => Format::ArrowStream,
             _ => return Err(Error::ParseFormat { name: s.to_string() }),
         })
+    }
+}
+
+impl Serialize for Format {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -40,3 +40,24 @@ fn detect_sniffs_json_lines_and_arrow_streams() {
     assert!(matches!(Format::detect(dir.path().join("e.txt")), Err(Error::UnknownFormat { .. })));
     assert!(matches!(Format::detect(dir.path().join("missing.json")), Err(Error::Io { .. })));
 }
+
+#[test]
+fn serde_uses_the_same_name_table_as_from_str_and_display() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Holder {
+        format: Format,
+    }
+    for f in Format::ALL {
+        let json = serde_json::to_string(&Holder { format: f }).unwrap();
+        assert_eq!(json, format!("{{\"format\":\"{}\"}}", f.name()));
+        let back: Holder = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.format, f);
+    }
+    // Aliases accepted by `--format` are accepted in files too (issue 15: `format = "json"`).
+    let h: Holder = serde_json::from_str(r#"{"format":"json"}"#).unwrap();
+    assert_eq!(h.format, Format::JsonArray);
+    let h: Holder = serde_json::from_str(r#"{"format":"json-array"}"#).unwrap();
+    assert_eq!(h.format, Format::JsonArray);
+    let err = serde_json::from_str::<Holder>(r#"{"format":"xml"}"#).err().unwrap().to_string();
+    assert!(err.contains("xml"), "{err}");
+}
