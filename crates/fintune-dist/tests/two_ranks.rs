@@ -257,7 +257,7 @@ fn grads(pg: &ProcessGroup) -> Result<()> {
 
 /// One rank of a two-rank scenario; run by the tests above in a child process.
 #[test]
-#[ignore = "one rank of the two-rank tests, which spawn it as a child process"]
+#[ignore = "needs the two-rank tests, which spawn it as a child process with its scenario"]
 fn rank_child() -> Result<()> {
     tch::set_num_threads(1);
     let scenario = std::env::var("FD_SCENARIO").context("FD_SCENARIO (run by the parent)")?;

@@ -248,20 +248,23 @@ impl Embeddings {
     }
 }
 
+/// A post-norm transformer layer: self-attention with an additive mask or bias, residual and
+/// LayerNorm, then the feed-forward block, residual and LayerNorm. BERT and RoBERTa build it
+/// here; MPNet builds the same layer under its own weight names (`mpnet.rs`).
 #[derive(Debug)]
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: LayerNorm,
-    heads: i64,
-    act: Activation,
-    hidden_dropout: f64,
-    attention_dropout: f64,
+pub(crate) struct Layer {
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+    pub(crate) attn_out: Linear,
+    pub(crate) attn_norm: LayerNorm,
+    pub(crate) intermediate: Linear,
+    pub(crate) output: Linear,
+    pub(crate) out_norm: LayerNorm,
+    pub(crate) heads: i64,
+    pub(crate) act: Activation,
+    pub(crate) hidden_dropout: f64,
+    pub(crate) attention_dropout: f64,
 }
 
 impl Layer {
@@ -286,8 +289,9 @@ impl Layer {
         }
     }
 
-    /// `mask` is the additive attention mask `[B, 1, 1, L]`.
-    fn forward_t(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    /// `mask` is the additive attention mask `[B, 1, 1, L]` (or any bias broadcastable to
+    /// `[B, heads, L, L]`, such as MPNet's relative position bias plus the mask).
+    pub(crate) fn forward_t(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let (b, l, h) = x.size3().expect("hidden states are [B, L, H]");
         let d = h / self.heads;
         let split = |t: Tensor| t.view([b, l, self.heads, d]).transpose(1, 2);

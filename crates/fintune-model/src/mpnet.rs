@@ -18,7 +18,8 @@ use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use crate::backbone::{Backbone, BackboneInfo, LayerContext, Pooling};
-use crate::layers::{Activation, Builder, Embedding, LayerNorm, Linear};
+use crate::bert::Layer;
+use crate::layers::{Activation, Builder, Embedding, LayerNorm};
 use crate::tokenize::{Batch, PaddingSide};
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
@@ -342,60 +343,26 @@ impl Embeddings {
     }
 }
 
-#[derive(Debug)]
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: LayerNorm,
-    heads: i64,
-    act: Activation,
-    hidden_dropout: f64,
-    attention_dropout: f64,
-}
-
-impl Layer {
-    fn new(b: &Builder<'_>, c: &Config) -> Self {
-        let h = c.hidden_size;
-        let att = b.pp("attention");
-        let s = att.pp("attn");
-        Layer {
-            q: s.linear("q", h, h, true),
-            k: s.linear("k", h, h, true),
-            v: s.linear("v", h, h, true),
-            o: s.linear("o", h, h, true),
-            attn_norm: att.layer_norm("LayerNorm", h, c.layer_norm_eps),
-            intermediate: b.pp("intermediate").linear("dense", h, c.intermediate_size, true),
-            output: b.pp("output").linear("dense", c.intermediate_size, h, true),
-            out_norm: b.pp("output").layer_norm("LayerNorm", h, c.layer_norm_eps),
-            heads: c.num_heads,
-            act: c.act,
-            hidden_dropout: c.hidden_dropout,
-            attention_dropout: c.attention_dropout,
-        }
-    }
-
-    /// `bias` is the additive attention bias `[B, heads, L, L]` (position bias plus mask).
-    fn forward_t(&self, x: &Tensor, bias: &Tensor, train: bool) -> Tensor {
-        let (b, l, h) = x.size3().expect("hidden states are [B, L, H]");
-        let d = h / self.heads;
-        let split = |t: Tensor| t.view([b, l, self.heads, d]).transpose(1, 2);
-        let q = split(self.q.forward_t(x, train));
-        let k = split(self.k.forward_t(x, train));
-        let v = split(self.v.forward_t(x, train));
-        let p = if train { self.attention_dropout } else { 0.0 };
-        let ctx =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(bias), p, false, None, false);
-        let ctx = ctx.transpose(1, 2).contiguous().view([b, l, h]);
-        let a = self.o.forward_t(&ctx, train).dropout(self.hidden_dropout, train);
-        let a = self.attn_norm.forward(&(a + x));
-        let i = self.act.forward(&self.intermediate.forward_t(&a, train));
-        let o = self.output.forward_t(&i, train).dropout(self.hidden_dropout, train);
-        self.out_norm.forward(&(o + a))
+/// MPNet's layer is BERT's post-norm layer under other weight names
+/// (`attention.attn.{q,k,v,o}`, `attention.LayerNorm`); the bias passed to it is the relative
+/// position bias plus the padding mask, `[B, heads, L, L]`.
+fn layer(b: &Builder<'_>, c: &Config) -> Layer {
+    let h = c.hidden_size;
+    let att = b.pp("attention");
+    let s = att.pp("attn");
+    Layer {
+        query: s.linear("q", h, h, true),
+        key: s.linear("k", h, h, true),
+        value: s.linear("v", h, h, true),
+        attn_out: s.linear("o", h, h, true),
+        attn_norm: att.layer_norm("LayerNorm", h, c.layer_norm_eps),
+        intermediate: b.pp("intermediate").linear("dense", h, c.intermediate_size, true),
+        output: b.pp("output").linear("dense", c.intermediate_size, h, true),
+        out_norm: b.pp("output").layer_norm("LayerNorm", h, c.layer_norm_eps),
+        heads: c.num_heads,
+        act: c.act,
+        hidden_dropout: c.hidden_dropout,
+        attention_dropout: c.attention_dropout,
     }
 }
 
@@ -416,7 +383,7 @@ impl MpnetModel {
         let embeddings = Embeddings::new(&b.pp("embeddings"), c);
         let enc = b.pp("encoder");
         let relative_bias = enc.embedding("relative_attention_bias", c.num_buckets, c.num_heads);
-        let layers = (0..c.num_layers).map(|i| Layer::new(&enc.pp("layer").pp(i), c)).collect();
+        let layers = (0..c.num_layers).map(|i| layer(&enc.pp("layer").pp(i), c)).collect();
         let info = BackboneInfo {
             model_type: "mpnet".into(),
             hidden_size: c.hidden_size,
@@ -458,8 +425,14 @@ impl Backbone for MpnetModel {
 
     fn merge_lora(&mut self) {
         for l in &mut self.layers {
-            for lin in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.intermediate, &mut l.output]
-            {
+            for lin in [
+                &mut l.query,
+                &mut l.key,
+                &mut l.value,
+                &mut l.attn_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
                 lin.merge();
             }
         }

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use fintune_das::Rarity;
 use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, Tuning};
+use fintune_train::eval::ModelExtra;
 use fintune_train::metrics::MetricsConfig;
 use fintune_train::predict::Predictor;
-use fintune_train::eval::ModelExtra;
 use tch::Device;
 
 const WORDS: [&str; 16] = [

@@ -320,7 +320,7 @@ fn max_tokens_is_max_positions_minus_padding_idx_minus_one() {
 
 #[test]
 #[ignore = "needs .fintune/models/all-mpnet-base-v2 (cargo xtask setup --backbone mpnet)"]
-fn all_mpnet_base_v2_matches_transformers() {
+fn mpnet_real_weights_match_transformers() {
     let g = golden("mpnet.safetensors");
     let dir = mpnet_dir();
     let bb = load_backbone(&dir, &LoadOptions::default()).unwrap();
@@ -343,7 +343,7 @@ fn all_mpnet_base_v2_matches_transformers() {
 
 #[test]
 #[ignore = "needs .fintune/models/all-mpnet-base-v2 (cargo xtask setup --backbone mpnet)"]
-fn all_mpnet_base_v2_text_encoder_reproduces_the_reference_batch() {
+fn mpnet_real_text_encoder_reproduces_the_reference_batch() {
     let g = golden("mpnet.safetensors");
     let sentences: Vec<String> =
         serde_json::from_value(golden_json("mpnet_sentences.json")).unwrap();

@@ -231,7 +231,7 @@ fn train_then_predict_eval_and_encode() {
 
 #[test]
 #[ignore = "needs ../shared/data"]
-fn shared_fiqa_file_checks_with_608_rows() {
+fn shared_data_fiqa_file_checks_with_608_rows() {
     let data = shared_data();
     fintune()
         .args(["data", "check"])
