@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Imbalance, Strata, TrainConfig};
 use crate::metrics::MetricReport;
 
+pub mod folds;
 mod results;
 
 use crate::run;
