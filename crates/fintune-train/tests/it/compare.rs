@@ -256,3 +256,78 @@ fn cross_validation_with_pooled_runs_pairs_cells_and_deduplicates_the_pool() {
     let e = compare::run(&c, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("cv.json") && e.to_string().contains("3 folds"), "{e}");
 }
+
+/// The cross-validation cells and pooled training files of the three shared SSIX sets (no
+/// training): every text tested once per repeat, no pooled text equal to an evaluated one.
+/// `cargo test -p fintune-train --test it shared_data_cv -- --ignored --nocapture` prints the
+/// pool counts.
+#[test]
+#[ignore = "needs ../shared/data"]
+fn cv_cells_and_pools_of_the_shared_sets_shared_data() {
+    let data_root = crate::shared_data();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = compare::CvSpec::default();
+    let key = |t: &str| fintune_data::normalized_text_key(t);
+    for ds in compare::known_datasets() {
+        let split_dir = dir.path().join(&ds.name);
+        let cells = compare::split_cv(&ds, &data_root, &split_dir, spec).unwrap();
+        assert_eq!(cells.len(), 10);
+        let rows = read_texts(&data_root.join(&ds.file)).len();
+        for rep in 0..2 {
+            let tested: usize =
+                cells[rep * 5..rep * 5 + 5].iter().map(|c| read_texts(&c[2]).len()).sum();
+            assert_eq!(tested, rows, "{} repeat {rep}", ds.name);
+        }
+        let cell = &cells[0];
+        let (pooled, report) = compare::pool_split(
+            &ds.name,
+            cell,
+            &compare::known_datasets(),
+            &data_root,
+            cell[0].parent().unwrap(),
+        )
+        .unwrap();
+        let eval: std::collections::HashSet<String> =
+            cell[1..].iter().flat_map(|p| read_texts(p)).map(|(_, t)| key(&t)).collect();
+        let texts = read_texts(&pooled);
+        assert!(texts.iter().all(|(_, t)| !eval.contains(&key(t))), "{}", ds.name);
+        assert_eq!(texts.len(), report.kept);
+        println!(
+            "{} r1f1: test {} rows, val {}, train {}; pooled {} rows ({} dropped: {:?})",
+            ds.name,
+            read_texts(&cell[2]).len(),
+            read_texts(&cell[1]).len(),
+            read_texts(&cell[0]).len(),
+            report.kept,
+            report.dropped,
+            report.sets.iter().map(|s| (s.name.as_str(), s.dropped)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn compare_command_line_checks_folds_and_knows_pooled_methods() {
+    let fintune = || {
+        let mut c = assert_cmd::Command::cargo_bin("fintune").unwrap();
+        c.current_dir(root());
+        c
+    };
+    let out = fintune()
+        .args(["compare", "--protocol", "cv", "--folds", "1", "--data-root", "fixtures"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("--folds") && out.contains("folds must be at least 2"), "{out}");
+    let out = fintune()
+        .args(["compare", "--methods", "single-pooled,nope", "--data-root", "fixtures"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("unknown method `nope`") && out.contains("single-pooled"), "{out}");
+}
