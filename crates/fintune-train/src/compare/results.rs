@@ -501,9 +501,9 @@ fn markdown_cv(r: &Results, c: &CompareConfig, cv: &CvInfo) -> String {
         s,
         "\nn: paired cells x seeds. p-values: paired t-test and Wilcoxon signed-rank test on test MSE \
          over the cells (two-sided; Wilcoxon as scipy.stats.wilcoxon's defaults: exact for at most \
-         50 pairs without ties or zero differences, otherwise the normal approximation with tie \
-         correction and no continuity correction; with {cells} cells the smallest exact p-value is \
-         {min_p:.4}). Intervals: paired percentile bootstrap over the cells ({} resamples, seed {}) \
+         50 pairs without ties or zero differences, the exact permutation distribution for at most \
+         13 pairs with them, otherwise the normal approximation with tie correction and no \
+         continuity correction; with {cells} cells the smallest exact p-value is {min_p:.4}). Intervals: paired percentile bootstrap over the cells ({} resamples, seed {}) \
          of mean(method MSE) / mean(baseline MSE) - 1.",
         cv.bootstrap_resamples, cv.bootstrap_seed
     );
