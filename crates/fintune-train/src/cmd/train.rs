@@ -255,8 +255,8 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub(super) struct CompareArgs {
-    /// Output folder (runs, splits, results). Default: runs/compare (runs/compare-quick with
-    /// --quick). Finished runs in it are reused when their configuration matches.
+    /// Output folder (runs, splits, results). Default: runs/compare (runs/compare-cv with
+    /// --protocol cv; `-quick` appended with --quick). Finished runs in it are reused when their configuration matches.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Folder with the shared data sets.
@@ -268,9 +268,27 @@ pub(super) struct CompareArgs {
     /// Comma-separated method ids (default: all; see results.md for the list).
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
-    /// Number of seeds (1..=N).
+    /// Number of seeds (1..=N); with --protocol cv, per cell (default: 5 with fixed, 1 with
+    /// cv).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// How each data set is split: `fixed` (one group-aware stratified 80/10/10 split) or `cv`
+    /// (repeated group-aware stratified k-fold cross-validation, --folds x --repeats cells,
+    /// paired tests and bootstrap intervals over the cells).
+    #[arg(long, value_enum, default_value = "fixed")]
+    protocol: ProtocolArg,
+    /// Folds per repeat (--protocol cv).
     #[arg(long, default_value_t = 5)]
-    seeds: u64,
+    folds: usize,
+    /// Repeats of the k-fold partition (--protocol cv).
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    /// Add the pooled variant `<method>-pooled` of every selected method: trained on the data
+    /// set's training part plus the other SSIX sets' whole training files, de-duplicated
+    /// against the evaluated validation and test texts (pooled ids can also be named in
+    /// --methods).
+    #[arg(long)]
+    pool: bool,
     /// Regression weights of the static-weight grid.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.5,0.7,0.9")]
     grid: Vec<f64>,
@@ -286,6 +304,15 @@ pub(super) struct CompareArgs {
     /// and report stay; checkpoints are always removed once a run has finished).
     #[arg(long)]
     keep_models: bool,
+}
+
+/// `--protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolArg {
+    /// One fixed split per data set.
+    Fixed,
+    /// Repeated k-fold cross-validation.
+    Cv,
 }
 
 /// Keeps the entries of `all` that `wanted` names (all when empty); unknown names are errors.
@@ -319,17 +346,46 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
     let mut base = a.run.base()?;
     let mut datasets = compare::known_datasets();
     let mut methods = compare::all_methods(&a.grid);
-    let mut seeds: Vec<u64> = (1..=a.seeds).collect();
+    let pooled: Vec<_> = methods.iter().map(compare::MethodSpec::to_pooled).collect();
+    methods.extend(pooled);
+    let protocol = match a.protocol {
+        ProtocolArg::Fixed => compare::Protocol::Fixed,
+        ProtocolArg::Cv => {
+            let spec = compare::CvSpec { folds: a.folds, repeats: a.repeats };
+            spec.check().context("--folds/--repeats")?;
+            compare::Protocol::Cv(spec)
+        }
+    };
+    let default_seeds = match protocol {
+        compare::Protocol::Fixed => 5,
+        compare::Protocol::Cv(_) => 1,
+    };
+    let mut seeds: Vec<u64> = (1..=a.seeds.unwrap_or(default_seeds)).collect();
+    if a.methods.is_empty() || a.methods == ["all"] {
+        methods.retain(|m| !m.pooled);
+    }
     if a.quick {
         datasets.retain(|d| d.name == "fiqa");
         methods.retain(|m| ["single", "mtl-das", "mtl-das-dwa"].contains(&m.id.as_str()));
-        seeds = vec![1, 2];
+        seeds = if protocol == compare::Protocol::Fixed { vec![1, 2] } else { vec![1] };
         base.optim.epochs = 3;
         base.model.max_len = 64;
     }
     a.run.apply(&mut base);
     select(&mut datasets, &a.datasets, "dataset", |d| &d.name)?;
     select(&mut methods, &a.methods, "method", |m| &m.id)?;
+    if a.pool {
+        let twins: Vec<_> = methods
+            .iter()
+            .filter(|m| !m.pooled)
+            .map(compare::MethodSpec::to_pooled)
+            .filter(|t| !methods.iter().any(|m| m.id == t.id))
+            .collect();
+        methods.extend(twins);
+    }
+    if seeds.is_empty() {
+        bail!("--seeds must be at least 1");
+    }
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     if !a.data_root.is_dir() {
         bail!(
@@ -338,7 +394,8 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
         );
     }
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from(if a.quick { "runs/compare-quick" } else { "runs/compare" })
+        let cv = if protocol == compare::Protocol::Fixed { "" } else { "-cv" };
+        PathBuf::from(format!("runs/compare{cv}{}", if a.quick { "-quick" } else { "" }))
     });
     let cfg = CompareConfig {
         out: out.clone(),
@@ -346,6 +403,8 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
         datasets,
         methods,
         seeds,
+        protocol,
+        pool: compare::known_datasets(),
         base,
         shard,
         keep_models: a.keep_models,

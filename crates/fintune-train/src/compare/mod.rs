@@ -1,29 +1,54 @@
-//! The experiment matrix: datasets x methods x seeds, each a normal training run, then
-//! `results.json`, `results.md` and a plot per dataset.
+//! The experiment matrix: datasets x methods x (cells x) seeds, each a normal training run,
+//! then `results.json`, `results.md` and a plot per dataset.
 //!
-//! Every dataset gets a fixed, group-aware, stratified 80/10/10 split of its shared training
-//! file (seed [`SPLIT_SEED`], quintile strata, rows with the same normalised text kept
-//! together), written to `OUT/splits/<dataset>/`. Runs select their best epoch on the
-//! validation part; the test part is evaluated once per run, at the end. A re-run skips
-//! finished runs, resumes interrupted ones, and records failures without stopping.
+//! Two protocols ([`Protocol`]):
+//! - `fixed`: every dataset gets one fixed, group-aware, stratified 80/10/10 split of its
+//!   shared training file (seed [`SPLIT_SEED`], quintile strata, rows with the same normalised
+//!   text kept together), written to `OUT/splits/<dataset>/`; runs are
+//!   `OUT/runs/<dataset>/<method>/seed<S>`;
+//! - `cv`: repeated, group-aware, stratified k-fold cross-validation ([`folds`]): cell
+//!   `r<R>f<F>` tests on fold F of repeat R and trains on the rest minus an inner validation
+//!   hold-out, written to `OUT/splits/<dataset>/r<R>f<F>/`; runs are
+//!   `OUT/runs/<dataset>/<method>/r<R>f<F>/seed<S>` with the seed a function of the cell
+//!   ([`cv_seed`]), the same for every method. Results pair methods over the cells.
+//!
+//! Runs select their best epoch on the validation part; the test part is evaluated once per
+//! run, at the end. A re-run skips finished runs, resumes interrupted ones, and records
+//! failures without stopping.
+//!
+//! Pooled methods ([`MethodSpec::pooled`], ids `<method>-pooled`) train on the data set's
+//! training part plus the whole training files of the other pooled sets ([`CompareConfig::pool`],
+//! by default [`known_datasets`]) as one regression task, de-duplicated with
+//! [`fintune_data::dedup_across_sets`] against the cell's validation and test texts; the pooled
+//! file (`train-pooled.jsonl`) and its counts (`pool.json`) sit beside the split files, and the
+//! counts are copied into each pooled run's folder and `results.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fintune_data::{read_dataset, write_dataset, ReadOptions, WriteOptions};
+use fintune_data::{
+    dedup_across_sets, read_dataset, write_dataset, BatchWriter, Dataset, DedupReport, ReadOptions,
+    SetSplits, WriteOptions,
+};
 use fintune_dwa::WeightingSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Imbalance, Strata, TrainConfig};
 use crate::metrics::MetricReport;
 
+pub mod folds;
 mod results;
+
+pub use folds::CvSpec;
 
 use crate::run;
 use crate::run::metrics::RunMetrics;
 use crate::trainer::{self, Outcome, RunOptions};
 use crate::{Error, Result};
-pub use results::{grid_dir, markdown, MeanStd, MethodSummary, PairedTests, Reported, Results};
+pub use results::{
+    grid_dir, markdown, CvInfo, MeanStd, MethodSummary, PairedTests, Reported, Results,
+    BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
+};
 use results::{plot, summarise};
 
 /// Seed of the fixed train/validation/test splits.
@@ -66,6 +91,23 @@ pub struct MethodSpec {
     /// A grid of regression weights for a static weighting chosen on validation (the run
     /// used for test is the grid point with the best mean validation MSE over seeds).
     pub static_grid: Vec<f64>,
+    /// Train on the data set's training part pooled with the other sets' training files (see
+    /// the [module docs](self)).
+    #[serde(default)]
+    pub pooled: bool,
+}
+
+impl MethodSpec {
+    /// The pooled variant of this method: id `<id>-pooled`, the same options, trained on the
+    /// pooled training data.
+    pub fn to_pooled(&self) -> MethodSpec {
+        MethodSpec {
+            id: format!("{}-pooled", self.id),
+            label: format!("{}, pooled SSIX training data", self.label),
+            pooled: true,
+            ..self.clone()
+        }
+    }
 }
 
 fn m(
@@ -82,6 +124,7 @@ fn m(
         weighting,
         imbalance,
         static_grid: vec![],
+        pooled: false,
     }
 }
 
@@ -123,6 +166,24 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
     v
 }
 
+/// How each data set is split into training, validation and test parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// One fixed 80/10/10 split per data set (seed [`SPLIT_SEED`]).
+    #[default]
+    Fixed,
+    /// Repeated stratified k-fold cross-validation (seed [`SPLIT_SEED`]).
+    Cv(CvSpec),
+}
+
+/// The seed of the run with seed number `seed` (1-based, from [`CompareConfig::seeds`]) on
+/// cell `cell` (0-based, repeat-major) of `cells`: `(seed - 1) * cells + cell + 1`, so seed 1
+/// gives the cells the seeds `1..=cells`, and every method gets the same seed on a cell.
+pub fn cv_seed(seed: u64, cell: usize, cells: usize) -> u64 {
+    seed.saturating_sub(1) * cells as u64 + cell as u64 + 1
+}
+
 /// The matrix to run.
 #[derive(Debug, Clone)]
 pub struct CompareConfig {
@@ -134,8 +195,12 @@ pub struct CompareConfig {
     pub datasets: Vec<DatasetSpec>,
     /// The methods.
     pub methods: Vec<MethodSpec>,
-    /// The seeds (one run per seed).
+    /// The seeds (one run per seed; with the `cv` protocol, per cell, mapped by [`cv_seed`]).
     pub seeds: Vec<u64>,
+    /// How data sets are split.
+    pub protocol: Protocol,
+    /// The sets pooled by pooled methods (the evaluated set itself is skipped by name).
+    pub pool: Vec<DatasetSpec>,
     /// Configuration shared by every run (backbone, tuning, epochs...); data, strata,
     /// weighting, imbalance and seed are set per run.
     pub base: TrainConfig,
@@ -195,6 +260,12 @@ pub struct RunResult {
     pub variant: Option<f64>,
     /// The seed.
     pub seed: u64,
+    /// The cross-validation cell (`r1f1`; none with the fixed protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    /// The pooled training data's de-duplication counts (pooled methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<DedupReport>,
     /// Validation MSE of the best epoch.
     pub val_mse: f64,
     /// Test metrics of the best model.
@@ -216,6 +287,9 @@ pub struct Failure {
     pub variant: Option<f64>,
     /// The seed.
     pub seed: u64,
+    /// The cross-validation cell (`r1f1`; none with the fixed protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
     /// The error with its causes.
     pub error: String,
 }
@@ -234,6 +308,177 @@ pub fn split_dataset(ds: &DatasetSpec, data_root: &Path, dir: &Path) -> Result<[
         write_dataset(&data.take(idx), p, &WriteOptions::default())?;
     }
     Ok(paths)
+}
+
+/// `OUT/splits/<dataset>/cv.json`: what the cells of a data set were made with, so that a
+/// folder made with other folds or another seed is refused instead of mixed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CvSplits {
+    folds: usize,
+    repeats: usize,
+    seed: u64,
+    inner_val_fraction: f64,
+    rows: usize,
+    /// Per cell: name and row counts of train, val, test.
+    cells: Vec<(String, [usize; 3])>,
+}
+
+/// Writes the cross-validation cells of `ds` (`dir/r<R>f<F>/{train,val,test}.jsonl`, and
+/// `dir/cv.json`) unless they exist; returns the three paths per cell, repeat-major. A `dir`
+/// made with other folds or another seed is an error naming `cv.json`.
+pub fn split_cv(
+    ds: &DatasetSpec,
+    data_root: &Path,
+    dir: &Path,
+    spec: CvSpec,
+) -> Result<Vec<[PathBuf; 3]>> {
+    spec.check()?;
+    let paths: Vec<[PathBuf; 3]> = (0..spec.repeats)
+        .flat_map(|r| (0..spec.folds).map(move |f| (r, f)))
+        .map(|(r, f)| {
+            let cell = dir.join(folds::cell_name(r, f));
+            ["train", "val", "test"].map(|p| cell.join(format!("{p}.jsonl")))
+        })
+        .collect();
+    let meta = dir.join("cv.json");
+    if meta.exists() {
+        let old: CvSplits = run::read_json(&meta)?;
+        if (old.folds, old.seed, old.inner_val_fraction)
+            != (spec.folds, SPLIT_SEED, folds::INNER_VAL_FRACTION)
+        {
+            return Err(Error::Config(format!(
+                "{} was made with {} folds (seed {}); this comparison asks for {} folds (seed {}): \
+                 use another --out",
+                meta.display(),
+                old.folds,
+                old.seed,
+                spec.folds,
+                SPLIT_SEED
+            )));
+        }
+        if old.repeats >= spec.repeats && paths.iter().flatten().all(|p| p.exists()) {
+            return Ok(paths);
+        }
+    }
+    let src = data_root.join(&ds.file);
+    let data = read_dataset(&[&src], &ReadOptions::default())?;
+    let cells = folds::dataset_cells(&data, spec, SPLIT_SEED)?;
+    for (cell, files) in cells.iter().zip(&paths) {
+        let cell_dir = files[0].parent().unwrap_or(dir);
+        std::fs::create_dir_all(cell_dir).map_err(|e| Error::io(cell_dir, e))?;
+        for (p, idx) in files.iter().zip([&cell.train, &cell.val, &cell.test]) {
+            if !p.exists() {
+                write_dataset(&data.take(idx), p, &WriteOptions::default())?;
+            }
+        }
+    }
+    let info = CvSplits {
+        folds: spec.folds,
+        repeats: spec.repeats,
+        seed: SPLIT_SEED,
+        inner_val_fraction: folds::INNER_VAL_FRACTION,
+        rows: data.len(),
+        cells: cells
+            .iter()
+            .map(|c| (c.name(), [c.train.len(), c.val.len(), c.test.len()]))
+            .collect(),
+    };
+    run::write_json(&meta, &info)?;
+    Ok(paths)
+}
+
+/// Writes the pooled training file of one split of `name` (`dir/train-pooled.jsonl`, and its
+/// counts `dir/pool.json`) unless both exist: the split's training part, then the whole
+/// training file of every set of `pool` except `name`, each without the texts equal to a
+/// validation or test text of the split ([`dedup_across_sets`]). Returns the file and counts.
+pub fn pool_split(
+    name: &str,
+    [train, val, test]: &[PathBuf; 3],
+    pool: &[DatasetSpec],
+    data_root: &Path,
+    dir: &Path,
+) -> Result<(PathBuf, DedupReport)> {
+    let out = dir.join("train-pooled.jsonl");
+    let counts = dir.join("pool.json");
+    if out.exists() && counts.exists() {
+        return Ok((out, run::read_json(&counts)?));
+    }
+    let opts = ReadOptions::default();
+    let own = [train, val, test].map(|p| read_dataset(&[p], &opts)).into_iter();
+    let [own_train, own_val, own_test]: [Dataset; 3] = own
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .try_into()
+        .map_err(|_| Error::Config("three split files".into()))?;
+    let mut names = vec![name.to_owned()];
+    let mut trains = vec![own_train];
+    for other in pool.iter().filter(|o| o.name != name) {
+        let file = data_root.join(&other.file);
+        if !file.exists() {
+            return Err(Error::Config(format!(
+                "the pooled set-up needs {} ({}) under the data root",
+                file.display(),
+                other.name
+            )));
+        }
+        names.push(other.name.clone());
+        trains.push(read_dataset(&[&file], &opts)?);
+    }
+    let texts: Vec<Vec<&str>> = trains.iter().map(Dataset::texts).collect();
+    let (val_texts, test_texts) = (own_val.texts(), own_test.texts());
+    let empty: [&str; 0] = [];
+    let sets: Vec<SetSplits<'_, &str>> = names
+        .iter()
+        .zip(&texts)
+        .enumerate()
+        .map(|(i, (n, t))| SetSplits {
+            name: n,
+            train: t,
+            val: if i == 0 { &val_texts } else { &empty },
+            test: if i == 0 { &test_texts } else { &empty },
+        })
+        .collect();
+    let dedup = dedup_across_sets(&sets);
+    let kept: Vec<Dataset> = trains.iter().zip(&dedup.keep).map(|(d, k)| d.take(k)).collect();
+    let mut w = BatchWriter::create(&out, kept[0].batch().schema(), &WriteOptions::default())?;
+    for d in &kept {
+        w.write(d.batch())?;
+    }
+    w.finish()?;
+    run::write_json(&counts, &dedup.report)?;
+    Ok((out, dedup.report))
+}
+
+/// One split that runs train and test on: the fixed split, or a cross-validation cell.
+struct Unit {
+    cell: Option<String>,
+    dir: PathBuf,
+    files: [PathBuf; 3],
+    seeds: Vec<u64>,
+}
+
+fn units(c: &CompareConfig, ds: &DatasetSpec) -> Result<Vec<Unit>> {
+    let dir = c.out.join("splits").join(&ds.name);
+    Ok(match c.protocol {
+        Protocol::Fixed => vec![Unit {
+            cell: None,
+            files: split_dataset(ds, &c.data_root, &dir)?,
+            dir,
+            seeds: c.seeds.clone(),
+        }],
+        Protocol::Cv(spec) => split_cv(ds, &c.data_root, &dir, spec)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, files)| {
+                let cell = folds::cell_name(i / spec.folds, i % spec.folds);
+                Unit {
+                    dir: dir.join(&cell),
+                    cell: Some(cell),
+                    files,
+                    seeds: c.seeds.iter().map(|&s| cv_seed(s, i, spec.cells())).collect(),
+                }
+            })
+            .collect(),
+    })
 }
 
 fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetrics> {
@@ -274,13 +519,26 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
     std::fs::create_dir_all(&c.out).map_err(|e| Error::io(&c.out, e))?;
     let mut runs = Vec::new();
     let mut failures = Vec::new();
+    let units_per_ds = match c.protocol {
+        Protocol::Fixed => 1,
+        Protocol::Cv(spec) => spec.cells(),
+    };
     let total: usize = c.datasets.len()
+        * units_per_ds
         * c.seeds.len()
         * c.methods.iter().map(|m| m.static_grid.len().max(1)).sum::<usize>();
     let mut done = 0;
+    let any_pooled = c.methods.iter().any(|m| m.pooled);
     for ds in &c.datasets {
-        let [train, val, test] =
-            split_dataset(ds, &c.data_root, &c.out.join("splits").join(&ds.name))?;
+        let units = units(c, ds)?;
+        let pools: Vec<Option<(PathBuf, DedupReport)>> = units
+            .iter()
+            .map(|u| {
+                any_pooled
+                    .then(|| pool_split(&ds.name, &u.files, &c.pool, &c.data_root, &u.dir))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         for method in &c.methods {
             let variants: Vec<Option<f64>> = if method.static_grid.is_empty() {
                 vec![None]
@@ -288,67 +546,87 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                 method.static_grid.iter().map(|&w| Some(w)).collect()
             };
             for variant in variants {
-                for &seed in &c.seeds {
-                    done += 1;
-                    if c.shard.is_some_and(|(k, n)| (done - 1) % n != k) {
-                        continue;
-                    }
-                    let mut dir = c.out.join("runs").join(&ds.name).join(&method.id);
-                    if let Some(w) = variant {
-                        dir = dir.join(grid_dir(w));
-                    }
-                    let dir = dir.join(format!("seed{seed}"));
-                    let mut cfg = c.base.clone();
-                    cfg.data.train = vec![train.clone()];
-                    cfg.data.val = Some(val.clone());
-                    cfg.data.test = Some(test.clone());
-                    cfg.task.strata = method.strata;
-                    cfg.task.imbalance = method.imbalance;
-                    cfg.task.weighting = match variant {
-                        Some(w) => WeightingSpec::Static(vec![w, 1.0 - w]),
-                        None => method.weighting.clone(),
-                    };
-                    cfg.optim.seed = seed;
-                    cfg.out = Some(dir.clone());
-                    let t0 = std::time::Instant::now();
-                    match run_one(&cfg, &dir, c.keep_models) {
-                        Ok(m) => {
-                            let test = m
-                                .test
-                                .clone()
-                                .ok_or_else(|| Error::Config("run has no test metrics".into()))?;
-                            log(&format!(
-                                "[{done}/{total}] {} {}{} seed {seed}: val mse {:.4}, test mse {:.4} ({:.0} s)",
-                                ds.name,
-                                method.id,
-                                variant.map(|w| format!(" {}", grid_dir(w))).unwrap_or_default(),
-                                m.val.mse,
-                                test.mse,
-                                t0.elapsed().as_secs_f64()
-                            ));
-                            runs.push(RunResult {
-                                dataset: ds.name.clone(),
-                                method: method.id.clone(),
-                                variant,
-                                seed,
-                                val_mse: m.val.mse,
-                                test,
-                                best_epoch: m.best_epoch,
-                                train_s: m.timing.train_s,
-                            });
+                for (unit, pool) in units.iter().zip(&pools) {
+                    let pool = if method.pooled { pool.as_ref() } else { None };
+                    for &seed in &unit.seeds {
+                        done += 1;
+                        if c.shard.is_some_and(|(k, n)| (done - 1) % n != k) {
+                            continue;
                         }
-                        Err(e) => {
-                            log(&format!(
-                                "[{done}/{total}] {} {} seed {seed}: FAILED: {e}",
-                                ds.name, method.id
-                            ));
-                            failures.push(Failure {
-                                dataset: ds.name.clone(),
-                                method: method.id.clone(),
-                                variant,
-                                seed,
-                                error: e.chain(),
-                            });
+                        let mut dir = c.out.join("runs").join(&ds.name).join(&method.id);
+                        if let Some(w) = variant {
+                            dir = dir.join(grid_dir(w));
+                        }
+                        if let Some(cell) = &unit.cell {
+                            dir = dir.join(cell);
+                        }
+                        let dir = dir.join(format!("seed{seed}"));
+                        let [train, val, test] = &unit.files;
+                        let mut cfg = c.base.clone();
+                        cfg.data.train = vec![pool.map_or(train, |p| &p.0).clone()];
+                        cfg.data.val = Some(val.clone());
+                        cfg.data.test = Some(test.clone());
+                        cfg.task.strata = method.strata;
+                        cfg.task.imbalance = method.imbalance;
+                        cfg.task.weighting = match variant {
+                            Some(w) => WeightingSpec::Static(vec![w, 1.0 - w]),
+                            None => method.weighting.clone(),
+                        };
+                        cfg.optim.seed = seed;
+                        cfg.out = Some(dir.clone());
+                        let t0 = std::time::Instant::now();
+                        let cell_note =
+                            unit.cell.as_ref().map(|c| format!(" {c}")).unwrap_or_default();
+                        let result = run_one(&cfg, &dir, c.keep_models).and_then(|m| {
+                            if let Some((_, counts)) = pool {
+                                let p = dir.join("pool.json");
+                                if !p.exists() {
+                                    run::write_json(&p, counts)?;
+                                }
+                            }
+                            Ok(m)
+                        });
+                        match result {
+                            Ok(m) => {
+                                let test = m.test.clone().ok_or_else(|| {
+                                    Error::Config("run has no test metrics".into())
+                                })?;
+                                log(&format!(
+                                    "[{done}/{total}] {} {}{}{cell_note} seed {seed}: val mse {:.4}, test mse {:.4} ({:.0} s)",
+                                    ds.name,
+                                    method.id,
+                                    variant.map(|w| format!(" {}", grid_dir(w))).unwrap_or_default(),
+                                    m.val.mse,
+                                    test.mse,
+                                    t0.elapsed().as_secs_f64()
+                                ));
+                                runs.push(RunResult {
+                                    dataset: ds.name.clone(),
+                                    method: method.id.clone(),
+                                    variant,
+                                    seed,
+                                    cell: unit.cell.clone(),
+                                    pool: pool.map(|p| p.1.clone()),
+                                    val_mse: m.val.mse,
+                                    test,
+                                    best_epoch: m.best_epoch,
+                                    train_s: m.timing.train_s,
+                                });
+                            }
+                            Err(e) => {
+                                log(&format!(
+                                    "[{done}/{total}] {} {}{cell_note} seed {seed}: FAILED: {e}",
+                                    ds.name, method.id
+                                ));
+                                failures.push(Failure {
+                                    dataset: ds.name.clone(),
+                                    method: method.id.clone(),
+                                    variant,
+                                    seed,
+                                    cell: unit.cell.clone(),
+                                    error: e.chain(),
+                                });
+                            }
                         }
                     }
                 }
@@ -357,13 +635,23 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
     }
     let mut summaries = BTreeMap::new();
     for ds in &c.datasets {
-        summaries.insert(ds.name.clone(), summarise(&runs, &ds.name, &c.methods));
+        summaries.insert(ds.name.clone(), summarise(&runs, &ds.name, &c.methods, c.protocol));
     }
     let results = Results {
         runs,
         failures,
         summaries,
         split_seed: SPLIT_SEED,
+        cv: match c.protocol {
+            Protocol::Fixed => None,
+            Protocol::Cv(spec) => Some(CvInfo {
+                folds: spec.folds,
+                repeats: spec.repeats,
+                inner_val_fraction: folds::INNER_VAL_FRACTION,
+                bootstrap_resamples: BOOTSTRAP_RESAMPLES,
+                bootstrap_seed: BOOTSTRAP_SEED,
+            }),
+        },
         backbone: c.base.model.backbone.display().to_string(),
         tuning: c.base.model.tuning.clone(),
         epochs: c.base.optim.epochs,

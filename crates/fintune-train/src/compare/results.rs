@@ -1,5 +1,6 @@
-//! The results of the matrix: typed per-metric summaries over seeds, the static grid point
-//! chosen on validation, paired tests, `results.md` and the plot per data set.
+//! The results of the matrix: typed per-metric summaries over seeds (and cross-validation
+//! cells), the static grid point chosen on validation, paired tests, bootstrap intervals,
+//! `results.md` and the plot per data set.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,9 +8,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CompareConfig, Failure, MethodSpec, Provenance, RunResult};
+use super::{CompareConfig, Failure, MethodSpec, Protocol, Provenance, RunResult};
 use crate::metrics::MetricReport;
-use crate::stats::{paired_t, wilcoxon, TestResult};
+use crate::stats::{bootstrap_rel_change, paired_t, wilcoxon, wilcoxon_auto, Interval, TestResult};
+
+/// Resamples of the bootstrap intervals of the `cv` protocol.
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+/// Seed of the bootstrap intervals of the `cv` protocol.
+pub const BOOTSTRAP_SEED: u64 = 20_171_005;
+/// The methods every method is compared with, when they were run.
+const BASELINES: [&str; 4] = ["single", "mtl-equal", "mtl-das", "single-pooled"];
 
 /// Mean and standard deviation (sample) over seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -48,8 +56,28 @@ pub struct MethodSummary {
     pub metrics: BTreeMap<Reported, MeanStd>,
     /// Relative change of the mean vs single-task, per metric (fraction).
     pub rel_vs_single: BTreeMap<Reported, f64>,
-    /// Paired tests across seeds on test MSE: vs single, vs mtl-equal, vs mtl-das.
+    /// Paired tests across seeds (cells) on test MSE: `vs single`, `vs mtl-equal`,
+    /// `vs mtl-das`, `vs single-pooled` (those that were run).
     pub tests: BTreeMap<String, PairedTests>,
+    /// `cv` protocol: paired bootstrap 95% interval of the relative test-MSE change
+    /// `mean(method) / mean(baseline) - 1` over the cells, `vs single` and `vs single-pooled`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, Interval>,
+}
+
+/// The cross-validation settings of `results.json` (`cv` protocol).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvInfo {
+    /// Folds per repeat.
+    pub folds: usize,
+    /// Repeats.
+    pub repeats: usize,
+    /// Share of each cell's training part held out for validation.
+    pub inner_val_fraction: f64,
+    /// Bootstrap resamples of the intervals.
+    pub bootstrap_resamples: usize,
+    /// Bootstrap seed.
+    pub bootstrap_seed: u64,
 }
 
 /// Both paired tests of one comparison.
@@ -57,11 +85,12 @@ pub struct MethodSummary {
 pub struct PairedTests {
     /// The metric compared.
     pub metric: Reported,
-    /// Number of paired seeds.
+    /// Number of pairs (seeds; cells x seeds with the `cv` protocol).
     pub n: usize,
     /// Paired t-test.
     pub t: Option<TestResult>,
-    /// Exact Wilcoxon signed-rank test.
+    /// Wilcoxon signed-rank test: exact ([`wilcoxon`]) with the fixed protocol, scipy's
+    /// defaults ([`wilcoxon_auto`]) with `cv`.
     pub wilcoxon: Option<TestResult>,
 }
 
@@ -74,8 +103,11 @@ pub struct Results {
     pub failures: Vec<Failure>,
     /// Per data set, per method.
     pub summaries: BTreeMap<String, Vec<MethodSummary>>,
-    /// Seed of the fixed splits.
+    /// Seed of the fixed splits (and of the cross-validation folds).
     pub split_seed: u64,
+    /// The cross-validation settings (none with the fixed protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<CvInfo>,
     /// The backbone folder.
     pub backbone: String,
     /// The tuning mode.
@@ -174,24 +206,35 @@ fn method_runs<'a>(
     }
 }
 
-fn paired(a: &[&RunResult], b: &[&RunResult], key: Reported) -> PairedTests {
+/// The paired values of `key` of runs `a` and `b` matched by cell and seed.
+fn pairs(a: &[&RunResult], b: &[&RunResult], key: Reported) -> (Vec<f64>, Vec<f64>) {
     let mut xa = Vec::new();
     let mut xb = Vec::new();
     for r in b {
-        if let Some(o) = a.iter().find(|o| o.seed == r.seed) {
+        if let Some(o) = a.iter().find(|o| o.seed == r.seed && o.cell == r.cell) {
             if let (Some(x), Some(y)) = (key.of(&o.test), key.of(&r.test)) {
                 xa.push(x);
                 xb.push(y);
             }
         }
     }
-    PairedTests { metric: key, n: xa.len(), t: paired_t(&xa, &xb), wilcoxon: wilcoxon(&xa, &xb) }
+    (xa, xb)
+}
+
+fn paired(a: &[&RunResult], b: &[&RunResult], key: Reported, protocol: Protocol) -> PairedTests {
+    let (xa, xb) = pairs(a, b, key);
+    let w = match protocol {
+        Protocol::Fixed => wilcoxon(&xa, &xb),
+        Protocol::Cv(_) => wilcoxon_auto(&xa, &xb),
+    };
+    PairedTests { metric: key, n: xa.len(), t: paired_t(&xa, &xb), wilcoxon: w }
 }
 
 pub(super) fn summarise(
     runs: &[RunResult],
     ds: &str,
     methods: &[MethodSpec],
+    protocol: Protocol,
 ) -> Vec<MethodSummary> {
     let find = |id: &str| {
         methods.iter().find(|m| m.id == id).map(|m| method_runs(runs, ds, m).0).unwrap_or_default()
@@ -226,11 +269,24 @@ pub(super) fn summarise(
             metrics.insert(k, ms);
         }
         let mut tests = BTreeMap::new();
-        for other in ["single", "mtl-equal", "mtl-das"] {
+        let mut intervals = BTreeMap::new();
+        for other in BASELINES {
             if other != m.id {
                 let o = find(other);
                 if !o.is_empty() {
-                    tests.insert(format!("vs {other}"), paired(&o, &rs, Reported::Mse));
+                    tests.insert(format!("vs {other}"), paired(&o, &rs, Reported::Mse, protocol));
+                    if matches!(protocol, Protocol::Cv(_)) && other.starts_with("single") {
+                        let (xa, xb) = pairs(&o, &rs, Reported::Mse);
+                        if let Some(ci) = bootstrap_rel_change(
+                            &xa,
+                            &xb,
+                            BOOTSTRAP_RESAMPLES,
+                            0.95,
+                            BOOTSTRAP_SEED,
+                        ) {
+                            intervals.insert(format!("vs {other}"), ci);
+                        }
+                    }
                 }
             }
         }
@@ -242,6 +298,7 @@ pub(super) fn summarise(
             metrics,
             rel_vs_single: rel,
             tests,
+            intervals,
         });
     }
     out
@@ -257,6 +314,9 @@ fn p(t: Option<&TestResult>) -> String {
 
 /// `results.md`.
 pub fn markdown(r: &Results, c: &CompareConfig) -> String {
+    if let Some(cv) = &r.cv {
+        return markdown_cv(r, c, cv);
+    }
     let mut s = String::new();
     let _ = writeln!(s, "# fintune experiment results\n");
     let _ = writeln!(
@@ -335,6 +395,135 @@ pub fn markdown(r: &Results, c: &CompareConfig) -> String {
     s
 }
 
+fn interval(i: Option<&Interval>) -> String {
+    i.map_or("".into(), |i| {
+        format!("{:+.1}% [{:+.1}, {:+.1}]", 100.0 * i.estimate, 100.0 * i.low, 100.0 * i.high)
+    })
+}
+
+/// `results.md` of the `cv` protocol.
+fn markdown_cv(r: &Results, c: &CompareConfig, cv: &CvInfo) -> String {
+    let mut s = String::new();
+    let cells = cv.folds * cv.repeats;
+    let _ = writeln!(s, "# fintune experiment results (cross-validation)\n");
+    let _ = writeln!(
+        s,
+        "Backbone `{}` (tuning {}), {} epochs at most (early stopping on validation MSE). \
+         Protocol: repeated, group-aware, stratified k-fold cross-validation, {} folds x {} repeats \
+         = {cells} cells per data set (seed {}; texts with the same normalised text stay together; \
+         strata are score quintiles). Each cell tests on its fold and trains on the other folds \
+         minus a validation hold-out of {:.3} of them (best epoch, static grid point); every method \
+         sees the same cells with the same seed per cell ({} seed(s) per cell). The numbers below \
+         are **test** metrics, mean ± standard deviation over cells.\n",
+        r.backbone,
+        r.tuning,
+        r.epochs,
+        cv.folds,
+        cv.repeats,
+        r.split_seed,
+        cv.inner_val_fraction,
+        c.seeds.len()
+    );
+    let prov = &r.provenance;
+    if !prov.command.is_empty() {
+        let _ = writeln!(s, "Command: `{}`  ", prov.command);
+    }
+    let compute_min: f64 = r.runs.iter().map(|x| x.train_s).sum::<f64>() / 60.0;
+    let _ = writeln!(
+        s,
+        "Written {} on {}; {} runs ({} failed), {compute_min:.1} min of training in all.\n",
+        prov.date,
+        prov.machine,
+        r.runs.len(),
+        r.failures.len()
+    );
+    for (ds, sums) in &r.summaries {
+        let _ = writeln!(s, "## {ds}\n");
+        let _ = writeln!(s, "| method | n | mse | Δ mse vs single [95% CI] | p (t / Wilcoxon) vs single | Δ mse vs single-pooled [95% CI] | p vs single-pooled | extreme-region mse | r2 | pearson | cosine | acc_polarity |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for m in sums {
+            let g = |k: Reported| m.metrics.get(&k);
+            let tests = |k: &str| {
+                m.tests.get(k).map_or("".into(), |t| {
+                    format!("{} / {}", p(t.t.as_ref()), p(t.wilcoxon.as_ref()))
+                })
+            };
+            let name = match &m.chosen {
+                Some(v) => format!("{} ({})", m.method, grid_dir(*v)),
+                None => m.method.clone(),
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g(Reported::Mse).map_or(0, |x| x.n),
+                pm(g(Reported::Mse), 4),
+                interval(m.intervals.get("vs single")),
+                tests("vs single"),
+                interval(m.intervals.get("vs single-pooled")),
+                tests("vs single-pooled"),
+                pm(g(Reported::MseExtreme), 4),
+                pm(g(Reported::R2), 3),
+                pm(g(Reported::Pearson), 3),
+                pm(g(Reported::Cosine), 3),
+                pm(g(Reported::AccPolarity), 3),
+            );
+        }
+        for m in c.methods.iter().filter(|m| m.pooled) {
+            let pools: Vec<_> = r
+                .runs
+                .iter()
+                .filter(|x| x.dataset == *ds && x.method == m.id)
+                .filter_map(|x| x.pool.as_ref())
+                .collect();
+            if let Some(first) = pools.first() {
+                let n = pools.len() as f64;
+                let kept = pools.iter().map(|p| p.kept as f64).sum::<f64>() / n;
+                let dropped = pools.iter().map(|p| p.dropped as f64).sum::<f64>() / n;
+                let sets: Vec<&str> = first.sets.iter().map(|x| x.name.as_str()).collect();
+                let _ = writeln!(
+                    s,
+                    "\n`{}` trains on {} ({ds}: the cell's training part; the others: their whole \
+                     training files): {kept:.0} rows per run on average, {dropped:.0} dropped as equal \
+                     (normalised text) to a validation or test text of the cell.",
+                    m.id,
+                    sets.join(" + ")
+                );
+            }
+        }
+        let _ = writeln!(s, "\n![{ds}](plots/{ds}.png)\n");
+    }
+    let _ = writeln!(s, "Methods:\n");
+    for m in &c.methods {
+        let _ = writeln!(s, "- `{}`: {}", m.id, m.label);
+    }
+    let min_p = 2.0 / 2f64.powi(cells as i32);
+    let _ = writeln!(
+        s,
+        "\nn: paired cells x seeds. p-values: paired t-test and Wilcoxon signed-rank test on test MSE \
+         over the cells (two-sided; Wilcoxon as scipy.stats.wilcoxon's defaults: exact for at most \
+         50 pairs without ties or zero differences, the exact permutation distribution for at most \
+         13 pairs with them, otherwise the normal approximation with tie correction and no \
+         continuity correction; with {cells} cells the smallest exact p-value is {min_p:.4}). Intervals: paired percentile bootstrap over the cells ({} resamples, seed {}) \
+         of mean(method MSE) / mean(baseline MSE) - 1.",
+        cv.bootstrap_resamples, cv.bootstrap_seed
+    );
+    if !r.failures.is_empty() {
+        let _ = writeln!(s, "\n## Failed runs\n");
+        for f in &r.failures {
+            let _ = writeln!(
+                s,
+                "- {} {} {} seed {}: {}",
+                f.dataset,
+                f.method,
+                f.cell.as_deref().unwrap_or(""),
+                f.seed,
+                f.error
+            );
+        }
+    }
+    s
+}
+
 pub(super) fn plot(r: &Results, ds: &str, path: &Path) -> std::result::Result<(), String> {
     let sums = r.summaries.get(ds).ok_or("no results")?;
     let labels: Vec<String> = sums.iter().map(|m| m.method.clone()).collect();
@@ -348,7 +537,10 @@ pub(super) fn plot(r: &Results, ds: &str, path: &Path) -> std::result::Result<()
         .collect();
     crate::plots::error_bars(
         path,
-        &format!("{ds}: test MSE (mean ± std over seeds)"),
+        &format!(
+            "{ds}: test MSE (mean ± std over {})",
+            if r.cv.is_some() { "cells" } else { "seeds" }
+        ),
         &labels,
         &[("all", series), ("extreme", extreme)],
     )
@@ -370,6 +562,8 @@ mod tests {
             method: "mtl-static".into(),
             variant: Some(w),
             seed,
+            cell: None,
+            pool: None,
             val_mse,
             test: test.clone(),
             best_epoch: 1,

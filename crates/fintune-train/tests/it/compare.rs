@@ -25,6 +25,8 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
         datasets: compare::known_datasets().into_iter().filter(|d| d.name == "fiqa").collect(),
         methods,
         seeds: vec![1, 2],
+        protocol: compare::Protocol::Fixed,
+        pool: compare::known_datasets(),
         base,
         shard: None,
         command: "fintune compare (test)".into(),
@@ -107,4 +109,225 @@ fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
     assert!(r.runs.is_empty());
     assert_eq!(r.failures.len(), 8);
     assert!(r.failures[0].error.contains("another configuration"), "{}", r.failures[0].error);
+}
+
+/// The first `n` rows of a fixture file with their ids prefixed by `prefix` (a stand-in for
+/// another shared set: ids are unique across files).
+fn renamed_rows(file: &str, n: usize, prefix: &str) -> String {
+    let text = std::fs::read_to_string(root().join("fixtures").join(file)).unwrap();
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["id"] = format!("{prefix}-{}", v["id"].as_str().unwrap()).into();
+            v.to_string() + "\n"
+        })
+        .collect()
+}
+
+fn read_texts(p: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_owned(), v["text"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn cross_validation_with_pooled_runs_pairs_cells_and_deduplicates_the_pool() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data_root = dir.path().join("data");
+    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
+    std::fs::create_dir_all(data_root.join("semeval2017_task5")).unwrap();
+    std::fs::copy(
+        root().join("fixtures/train.jsonl"),
+        data_root.join("fiqa2018_task1/train.jsonl"),
+    )
+    .unwrap();
+    // "Headlines": 40 texts of the evaluated set itself (each is some cell's test text), so
+    // the pool must drop them where they are evaluated; "microblogs": the fixture test set.
+    std::fs::write(
+        data_root.join("semeval2017_task5/headlines_train.jsonl"),
+        renamed_rows("train.jsonl", 40, "hl"),
+    )
+    .unwrap();
+    std::fs::write(
+        data_root.join("semeval2017_task5/microblogs_train.jsonl"),
+        renamed_rows("test.jsonl", 64, "mb"),
+    )
+    .unwrap();
+    let out = dir.path().join("cv");
+    let mut c = config(&data_root, &out);
+    c.methods.retain(|m| m.id == "single");
+    let pooled = c.methods[0].to_pooled();
+    c.methods.push(pooled);
+    c.seeds = vec![1];
+    c.protocol = compare::Protocol::Cv(compare::CvSpec { folds: 2, repeats: 2 });
+    let mut lines = Vec::new();
+
+    // 4 cells x 2 methods, in two shards.
+    let mut counts = vec![];
+    for k in 0..2 {
+        c.shard = Some((k, 2));
+        let r = compare::run(&c, &mut |l| lines.push(l.to_owned())).unwrap();
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        counts.push(r.runs.len());
+    }
+    assert_eq!(counts, [4, 4]);
+    c.shard = None;
+    let r = compare::run(&c, &mut |l| lines.push(l.to_owned())).unwrap();
+    assert_eq!(r.runs.len(), 8);
+    assert!(r.failures.is_empty());
+
+    // Every row is tested exactly once per repeat; no test text is a training text.
+    let all = read_texts(&root().join("fixtures/train.jsonl"));
+    let key = |t: &str| fintune_data::normalized_text_key(t);
+    for rep in 1..=2 {
+        let mut tested: Vec<String> = (1..=2)
+            .flat_map(|f| read_texts(&out.join(format!("splits/fiqa/r{rep}f{f}/test.jsonl"))))
+            .map(|(id, _)| id)
+            .collect();
+        tested.sort();
+        let mut ids: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        assert_eq!(tested, ids, "repeat {rep}");
+    }
+    let headlines = read_texts(&data_root.join("semeval2017_task5/headlines_train.jsonl"));
+    for cell in ["r1f1", "r1f2", "r2f1", "r2f2"] {
+        let split = out.join("splits/fiqa").join(cell);
+        let eval: std::collections::HashSet<String> = ["val", "test"]
+            .iter()
+            .flat_map(|p| read_texts(&split.join(format!("{p}.jsonl"))))
+            .map(|(_, t)| key(&t))
+            .collect();
+        let pooled = read_texts(&split.join("train-pooled.jsonl"));
+        assert!(pooled.iter().all(|(_, t)| !eval.contains(&key(t))), "{cell}: leak");
+        let report: fintune_data::DedupReport =
+            serde_json::from_str(&std::fs::read_to_string(split.join("pool.json")).unwrap())
+                .unwrap();
+        let names: Vec<&str> = report.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fiqa", "semeval-headlines", "semeval-microblogs"]);
+        let hl_dropped = headlines.iter().filter(|(_, t)| eval.contains(&key(t))).count();
+        assert!(hl_dropped > 0, "{cell}: the fixture should put a headline into evaluation");
+        assert_eq!(report.sets[1].dropped, hl_dropped, "{cell}");
+        assert_eq!(report.sets[0].dropped, 0, "groups keep the set's own texts apart");
+        assert_eq!(report.kept, pooled.len());
+        // The pooled run records the counts in its folder and in results.json.
+        let run_dir = out.join("runs/fiqa/single-pooled").join(cell);
+        let seed_dir = std::fs::read_dir(&run_dir).unwrap().next().unwrap().unwrap().path();
+        assert!(seed_dir.join("pool.json").exists(), "{}", seed_dir.display());
+        let run =
+            r.runs.iter().find(|x| x.method == "single-pooled" && x.cell.as_deref() == Some(cell));
+        assert_eq!(run.unwrap().pool.as_ref(), Some(&report));
+    }
+    // The seed is a function of the cell, the same for both methods.
+    for m in ["single", "single-pooled"] {
+        let mut seeds: Vec<(String, u64)> = r
+            .runs
+            .iter()
+            .filter(|x| x.method == m)
+            .map(|x| (x.cell.clone().unwrap(), x.seed))
+            .collect();
+        seeds.sort();
+        assert_eq!(
+            seeds,
+            [("r1f1", 1), ("r1f2", 2), ("r2f1", 3), ("r2f2", 4)].map(|(c, s)| (c.to_owned(), s))
+        );
+    }
+    let sums = &r.summaries["fiqa"];
+    let pooled = sums.iter().find(|s| s.method == "single-pooled").unwrap();
+    assert_eq!(pooled.tests["vs single"].n, 4);
+    assert!(pooled.tests["vs single"].t.is_some());
+    let ci = pooled.intervals["vs single"];
+    assert!(ci.low <= ci.estimate && ci.estimate <= ci.high, "{ci:?}");
+    assert_eq!(ci.resamples, compare::BOOTSTRAP_RESAMPLES);
+    assert_eq!(r.cv.as_ref().unwrap().folds, 2);
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    for needle in ["cross-validation", "single-pooled", "95% CI", "bootstrap", "dropped"] {
+        assert!(md.contains(needle), "results.md lacks {needle}:\n{md}");
+    }
+
+    // Other folds in the same folder are refused, naming the cells' record.
+    c.protocol = compare::Protocol::Cv(compare::CvSpec { folds: 3, repeats: 2 });
+    let e = compare::run(&c, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("cv.json") && e.to_string().contains("3 folds"), "{e}");
+}
+
+/// The cross-validation cells and pooled training files of the three shared SSIX sets (no
+/// training): every text tested once per repeat, no pooled text equal to an evaluated one.
+/// `cargo test -p fintune-train --test it shared_data_cv -- --ignored --nocapture` prints the
+/// pool counts.
+#[test]
+#[ignore = "needs ../shared/data"]
+fn cv_cells_and_pools_of_the_shared_sets_shared_data() {
+    let data_root = crate::shared_data();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = compare::CvSpec::default();
+    let key = |t: &str| fintune_data::normalized_text_key(t);
+    for ds in compare::known_datasets() {
+        let split_dir = dir.path().join(&ds.name);
+        let cells = compare::split_cv(&ds, &data_root, &split_dir, spec).unwrap();
+        assert_eq!(cells.len(), 10);
+        let rows = read_texts(&data_root.join(&ds.file)).len();
+        for rep in 0..2 {
+            let tested: usize =
+                cells[rep * 5..rep * 5 + 5].iter().map(|c| read_texts(&c[2]).len()).sum();
+            assert_eq!(tested, rows, "{} repeat {rep}", ds.name);
+        }
+        let cell = &cells[0];
+        let (pooled, report) = compare::pool_split(
+            &ds.name,
+            cell,
+            &compare::known_datasets(),
+            &data_root,
+            cell[0].parent().unwrap(),
+        )
+        .unwrap();
+        let eval: std::collections::HashSet<String> =
+            cell[1..].iter().flat_map(|p| read_texts(p)).map(|(_, t)| key(&t)).collect();
+        let texts = read_texts(&pooled);
+        assert!(texts.iter().all(|(_, t)| !eval.contains(&key(t))), "{}", ds.name);
+        assert_eq!(texts.len(), report.kept);
+        println!(
+            "{} r1f1: test {} rows, val {}, train {}; pooled {} rows ({} dropped: {:?})",
+            ds.name,
+            read_texts(&cell[2]).len(),
+            read_texts(&cell[1]).len(),
+            read_texts(&cell[0]).len(),
+            report.kept,
+            report.dropped,
+            report.sets.iter().map(|s| (s.name.as_str(), s.dropped)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn compare_command_line_checks_folds_and_knows_pooled_methods() {
+    let fintune = || {
+        let mut c = assert_cmd::Command::cargo_bin("fintune").unwrap();
+        c.current_dir(root());
+        c
+    };
+    let out = fintune()
+        .args(["compare", "--protocol", "cv", "--folds", "1", "--data-root", "fixtures"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("--folds") && out.contains("folds must be at least 2"), "{out}");
+    let out = fintune()
+        .args(["compare", "--methods", "single-pooled,nope", "--data-root", "fixtures"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("unknown method `nope`") && out.contains("single-pooled"), "{out}");
 }
