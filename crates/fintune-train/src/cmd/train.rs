@@ -46,6 +46,10 @@ pub(super) struct RunOverrides {
     /// Heads learning rate.
     #[arg(long)]
     head_lr: Option<f64>,
+    /// Layer-wise learning-rate decay F in (0, 1]: layer i of L learns at lr * F^(L - i),
+    /// the embeddings at lr * F^(L + 1) (default 1: off).
+    #[arg(long, value_name = "F")]
+    layer_decay: Option<f64>,
     /// Truncation length in tokens (at most the backbone's position limit).
     #[arg(long)]
     max_len: Option<usize>,
@@ -80,6 +84,7 @@ impl RunOverrides {
         set!(c.optim.batch_size, self.batch_size);
         set!(c.optim.lr, self.lr);
         set!(c.optim.head_lr, self.head_lr);
+        set!(c.optim.layer_decay, self.layer_decay);
         set!(c.model.max_len, self.max_len);
         set!(c.optim.device, self.device);
         set!(c.optim.threads, self.threads);
