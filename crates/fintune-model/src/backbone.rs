@@ -25,10 +25,42 @@ pub struct BackboneInfo {
     pub layer_prefix: String,
     /// Prefixes of variables after the last layer that belong with it (a final norm).
     pub final_prefixes: Vec<String>,
+    /// Prefixes of the embedding variables (below layer 0). Empty in `fintune.json` files
+    /// written before layer-wise learning rates existed.
+    #[serde(default)]
+    pub embedding_prefixes: Vec<String>,
     /// The pooling this family uses by default (mean for encoders, last token for decoders).
     pub default_pooling: Pooling,
     /// The padding side this family uses by default.
     pub padding_side: PaddingSide,
+}
+
+/// Where a backbone variable sits in the stack (for layer-wise learning rates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The embeddings, below layer 0.
+    Embeddings,
+    /// Transformer layer `i` (0-based, bottom to top), LoRA adapters of the layer included.
+    Layer(usize),
+    /// Anything else: a final norm, a pooler, shared tables, the heads.
+    Other,
+}
+
+impl BackboneInfo {
+    /// The depth of the variable `name` (a key of the backbone's or the adapters' store,
+    /// without a `backbone.`/`adapters.` prefix).
+    pub fn depth_of(&self, name: &str) -> Depth {
+        if let Some(rest) = name.strip_prefix(self.layer_prefix.as_str()) {
+            let index = rest.split('.').next().and_then(|i| i.parse::<usize>().ok());
+            if let Some(i) = index.filter(|&i| i < self.num_layers) {
+                return Depth::Layer(i);
+            }
+        }
+        if self.embedding_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            return Depth::Embeddings;
+        }
+        Depth::Other
+    }
 }
 
 /// Per-batch tensors every layer needs (attention masks, rotary tables), built by

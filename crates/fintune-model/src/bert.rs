@@ -330,6 +330,7 @@ impl BertModel {
             num_layers: c.num_layers,
             layer_prefix: "encoder.layer.".into(),
             final_prefixes: vec![],
+            embedding_prefixes: vec!["embeddings.".into()],
             default_pooling: Pooling::Mean,
             padding_side: PaddingSide::Right,
         };

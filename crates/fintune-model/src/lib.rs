@@ -46,7 +46,9 @@ pub mod multitask;
 pub mod tokenize;
 pub mod weights;
 
-pub use backbone::{load_backbone, Backbone, BackboneInfo, LoadOptions, LoadedBackbone, Pooling};
+pub use backbone::{
+    load_backbone, Backbone, BackboneInfo, Depth, LoadOptions, LoadedBackbone, Pooling,
+};
 pub use error::{Error, Result};
 pub use heads::HeadsConfig;
 pub use layers::LoraConfig;

@@ -451,6 +451,7 @@ impl LlamaModel {
                 num_layers: c.num_layers,
                 layer_prefix: "layers.".into(),
                 final_prefixes: vec!["norm.".into()],
+                embedding_prefixes: vec!["embed_tokens.".into()],
                 default_pooling: Pooling::Last,
                 padding_side: PaddingSide::Left,
             },

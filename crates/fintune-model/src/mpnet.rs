@@ -390,6 +390,7 @@ impl MpnetModel {
             num_layers: c.num_layers,
             layer_prefix: "encoder.layer.".into(),
             final_prefixes: vec![],
+            embedding_prefixes: vec!["embeddings.".into()],
             default_pooling: Pooling::Mean,
             padding_side: PaddingSide::Right,
         };

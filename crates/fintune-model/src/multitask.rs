@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::{load_backbone, BackboneInfo, LoadOptions, LoadedBackbone, Pooling};
+use crate::backbone::{load_backbone, BackboneInfo, Depth, LoadOptions, LoadedBackbone, Pooling};
 use crate::heads::{ClassificationHead, HeadsConfig, RegressionHead};
 use crate::layers::LoraConfig;
 use crate::tokenize::{Batch, PaddingSide, TextEncoder};
@@ -188,6 +188,8 @@ pub struct Param {
     pub part: Part,
     /// Whether weight decay applies (not for biases and norm weights).
     pub decay: bool,
+    /// Its place in the backbone's stack (`Depth::Other` for heads).
+    pub depth: Depth,
 }
 
 /// Outputs of [`MultiTaskModel::forward_t`].
@@ -512,6 +514,10 @@ impl MultiTaskModel {
                 if tensor.requires_grad() {
                     out.push(Param {
                         decay: decays(&name),
+                        depth: match part {
+                            Part::Head => Depth::Other,
+                            _ => self.info().depth_of(&name),
+                        },
                         name: format!("{prefix}{name}"),
                         tensor,
                         part,

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use fintune_model::{Batch, HeadsConfig, ModelSpec, MultiTaskModel, Tuning};
-use fintune_train::optim::{AdamW, AdamWConfig, GroupRates, LinearSchedule};
+use fintune_train::optim::{AdamW, AdamWConfig, GroupRates, LayerDecay, LinearSchedule};
 use tch::{Kind, Reduction, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            layer_decay: LayerDecay::OFF,
         },
     );
     let sched = LinearSchedule::new(steps as u64 + 1, 0.0);

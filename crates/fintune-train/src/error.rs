@@ -118,6 +118,16 @@ pub enum Error {
         /// The run folder.
         path: PathBuf,
     },
+    /// An ensemble's manifest names a member model folder that is missing.
+    #[error(
+        "{manifest} names the member {path}, which holds no saved model (fintune.json is missing)"
+    )]
+    MissingMember {
+        /// The manifest (`ensemble.json`).
+        manifest: PathBuf,
+        /// The member's model folder.
+        path: PathBuf,
+    },
     /// An entry of a run folder is a symbolic link.
     #[error("{path} is a symbolic link; fintune does not write through links in a run folder (remove it)")]
     Symlink {

@@ -11,7 +11,8 @@
 //!   prediction and evaluation over tokenized examples.
 //! - [`metrics::RegressionMetrics`], the one implementation of the metrics (the
 //!   [`metrics::Metric`] seam).
-//! - [`predict::Predictor`]: a saved model that scores texts, batch by batch;
+//! - [`ensemble`]: seed ensembles (`--ensemble N`): members, the ensemble model folder.
+//! - [`predict::Predictor`]: a saved model (or seed ensemble) that scores texts, batch by batch;
 //!   [`predict::Encoder`]: a backbone's sentence embeddings.
 //! - [`progress::Progress`]: progress rendering kept apart from the loop.
 //!
@@ -37,6 +38,7 @@
 pub mod batching;
 pub mod compare;
 pub mod config;
+pub mod ensemble;
 mod error;
 pub mod eval;
 pub mod metrics;

@@ -7,7 +7,7 @@
 
 use fintune_model::kernels::{adamw_cpu, AdamWScalars};
 use fintune_model::weights::Checkpoint;
-use fintune_model::{Param, Part};
+use fintune_model::{Depth, Param, Part};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -35,6 +35,38 @@ pub struct AdamWConfig {
     pub beta2: f64,
     /// Denominator epsilon. Default: 1e-8.
     pub eps: f64,
+    /// Layer-wise learning-rate decay. Default: [`LayerDecay::OFF`].
+    pub layer_decay: LayerDecay,
+}
+
+/// Layer-wise learning-rate decay (discriminative fine-tuning): with `num_layers` = L, the
+/// backbone and adapter parameters of layer i (0-based, bottom to top) learn at
+/// `lr * factor^(L - i)`, the embeddings at `lr * factor^(L + 1)`; other backbone parameters
+/// (a final norm, shared tables) and the heads keep their group's rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerDecay {
+    /// The factor per layer; 1 turns the decay off.
+    pub factor: f64,
+    /// The backbone's number of transformer layers.
+    pub num_layers: usize,
+}
+
+impl LayerDecay {
+    /// No decay: every parameter keeps its group's rate.
+    pub const OFF: LayerDecay = LayerDecay { factor: 1.0, num_layers: 0 };
+
+    /// The multiplier of a parameter's group rate.
+    pub fn scale(&self, part: Part, depth: Depth) -> f64 {
+        if self.factor == 1.0 || part == Part::Head {
+            return 1.0;
+        }
+        let l = self.num_layers as i32;
+        match depth {
+            Depth::Embeddings => self.factor.powi(l + 1),
+            Depth::Layer(i) => self.factor.powi(l - i as i32),
+            Depth::Other => 1.0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +78,8 @@ struct Slot {
     master: Option<Tensor>,
     part: Part,
     decay: bool,
+    /// The layer-wise multiplier of the group's rate (exactly 1 without decay).
+    lr_scale: f64,
     m: Tensor,
     v: Tensor,
 }
@@ -76,10 +110,27 @@ impl AdamW {
                     master,
                     part: p.part,
                     decay: p.decay,
+                    lr_scale: cfg.layer_decay.scale(p.part, p.depth),
                 }
             })
             .collect();
         AdamW { slots, cfg, step: 0 }
+    }
+
+    /// Each parameter's name with its peak learning rate (group rate times the layer-wise
+    /// multiplier), in the optimiser's order.
+    pub fn peak_rates(&self) -> Vec<(String, f64)> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let rates = match s.part {
+                    Part::Backbone => self.cfg.backbone,
+                    Part::Adapter => self.cfg.adapter,
+                    Part::Head => self.cfg.head,
+                };
+                (s.name.clone(), rates.lr * s.lr_scale)
+            })
+            .collect()
     }
 
     /// Number of updates taken.
@@ -139,7 +190,8 @@ impl AdamW {
                     Part::Adapter => self.cfg.adapter,
                     Part::Head => self.cfg.head,
                 };
-                let lr = rates.lr * lr_factor;
+                // `lr_scale` is exactly 1 without layer decay: the same rate, bit for bit.
+                let lr = rates.lr * s.lr_scale * lr_factor;
                 let mut p = match &s.master {
                     Some(m) => m.shallow_clone(),
                     None => s.param.shallow_clone(),

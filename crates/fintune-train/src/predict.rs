@@ -123,11 +123,14 @@ impl OutputBatch for PredictedBatch {
     }
 }
 
-/// A fine-tuned model loaded from a run's `model/` folder.
+/// A fine-tuned model loaded from a run's `model/` folder, or a seed ensemble's (the first
+/// member in `model`, the others in `members`; their predictions are averaged).
 #[derive(Debug)]
 pub struct Predictor {
-    /// The model.
+    /// The model (an ensemble's first member).
     pub model: MultiTaskModel,
+    /// An ensemble's other members (empty for one model).
+    pub members: Vec<MultiTaskModel>,
     /// Its `fintune.json`.
     pub saved: SavedModel,
     /// The stratification, rarity model and metric settings it was trained with.
@@ -139,14 +142,46 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads `dir` (a run's `model/`) on `device`.
+    /// Loads `dir` (a run's `model/`, or an ensemble's: see [`crate::ensemble`]) on `device`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        if crate::ensemble::is_ensemble(dir) {
+            let manifest = crate::ensemble::Manifest::read(dir)?;
+            let mut loaded = Vec::new();
+            for d in manifest.member_dirs(dir)? {
+                loaded.push((Self::load(&d, device)?, d));
+            }
+            let (first, first_dir) = loaded.remove(0);
+            let mut members = Vec::with_capacity(loaded.len());
+            for (p, d) in loaded {
+                let same = p.saved.spec.max_len == first.saved.spec.max_len
+                    && p.saved.padding_side == first.saved.padding_side
+                    && p.model.num_classes() == first.model.num_classes()
+                    && p.saved.base_dir == first.saved.base_dir;
+                if !same {
+                    return Err(Error::Config(format!(
+                        "the ensemble members {} and {} differ in backbone, max_len, padding \
+                         or classes",
+                        first_dir.display(),
+                        d.display()
+                    )));
+                }
+                members.push(p.model);
+            }
+            return Ok(Predictor { members, ..first });
+        }
         let (model, saved) = MultiTaskModel::load(dir, device)?;
         let extra: ModelExtra = serde_json::from_value(saved.extra.clone())
             .map_err(|e| Error::Json { path: dir.join("fintune.json"), source: e })?;
         let encoder =
             TextEncoder::from_file(dir, saved.spec.max_len)?.with_padding_side(saved.padding_side);
-        Ok(Predictor { model, saved, extra, encoder, batch_size: PREDICT_BATCH_SIZE })
+        Ok(Predictor {
+            model,
+            members: vec![],
+            saved,
+            extra,
+            encoder,
+            batch_size: PREDICT_BATCH_SIZE,
+        })
     }
 
     /// Sets the batch size; 0 is refused.
@@ -189,8 +224,22 @@ impl Predictor {
             .collect())
     }
 
+    /// Predictions for tokenized examples: the model's, or the mean of an ensemble's members'.
+    pub fn predict_examples(&self, ex: &[Example]) -> Result<Predictions> {
+        let (pad, side) = (self.encoder.pad_id(), self.side());
+        let first = predict_examples(&self.model, ex, self.batch_size, pad, side)?;
+        if self.members.is_empty() {
+            return Ok(first);
+        }
+        let mut all = vec![first];
+        for m in &self.members {
+            all.push(predict_examples(m, ex, self.batch_size, pad, side)?);
+        }
+        Ok(crate::ensemble::average(&all))
+    }
+
     fn run(&self, ex: &[Example]) -> Result<Predictions> {
-        predict_examples(&self.model, ex, self.batch_size, self.encoder.pad_id(), self.side())
+        self.predict_examples(ex)
     }
 
     /// Scores, classes and class probabilities for `texts` (an error when the model predicts
@@ -310,6 +359,14 @@ impl Encoder {
         max_len: usize,
         device: Device,
     ) -> Result<Self> {
+        if crate::ensemble::is_ensemble(dir) {
+            return Err(Error::Config(format!(
+                "{} is a seed ensemble ({}): encode embeds with one backbone; pass a \
+                 pretrained model folder",
+                dir.display(),
+                crate::ensemble::MANIFEST
+            )));
+        }
         crate::config::check_max_len(max_len, dir).map_err(Error::Config)?;
         let backbone = fintune_model::load_backbone(
             dir,

@@ -193,7 +193,7 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
                 SplitInfo {
                     how: SplitHow::File,
                     fraction: None,
-                    seed: cfg.optim.seed,
+                    seed: cfg.split_seed(),
                     groups: n_groups,
                 },
             )
@@ -203,14 +203,14 @@ pub fn prepare(cfg: &TrainConfig, enc: &TextEncoder) -> Result<Prepared> {
             // sees the same validation set for a given seed.
             let n_groups = full.groups().iter().collect::<std::collections::HashSet<_>>().len();
             let f = cfg.data.val_fraction;
-            let parts = split_groups(&full, &[1.0 - f, f], cfg.optim.seed)?;
+            let parts = split_groups(&full, &[1.0 - f, f], cfg.split_seed())?;
             (
                 full.take(&parts[0]),
                 full.take(&parts[1]),
                 SplitInfo {
                     how: SplitHow::Stratified,
                     fraction: Some(f),
-                    seed: cfg.optim.seed,
+                    seed: cfg.split_seed(),
                     groups: n_groups,
                 },
             )

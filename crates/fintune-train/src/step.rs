@@ -24,7 +24,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batching::TrainBatch;
 use crate::config::{Imbalance, Resolved};
-use crate::optim::{AdamW, AdamWConfig, GroupRates, LinearSchedule};
+use crate::optim::{AdamW, AdamWConfig, GroupRates, LayerDecay, LinearSchedule};
 use crate::prepare::Prepared;
 use crate::run::history::{StepRecord, TaskStep};
 use crate::{Error, Result};
@@ -128,6 +128,7 @@ impl<'a> MultiTaskStep<'a> {
                 tensor: s.shallow_clone(),
                 part: Part::Head,
                 decay: false,
+                depth: fintune_model::Depth::Other,
             });
         }
         let opt = AdamW::new(
@@ -139,6 +140,10 @@ impl<'a> MultiTaskStep<'a> {
                 beta1: o.beta1,
                 beta2: o.beta2,
                 eps: o.eps,
+                layer_decay: LayerDecay {
+                    factor: o.layer_decay,
+                    num_layers: model.info().num_layers,
+                },
             },
         );
         let tasks = data.tasks;

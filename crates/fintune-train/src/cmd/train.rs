@@ -11,6 +11,7 @@ use fintune_dwa::WeightingSpec;
 use fintune_model::Probe;
 use fintune_train::compare::{self, CompareConfig};
 use fintune_train::config::{DeviceSpec, Imbalance, Precision, Strata};
+use fintune_train::ensemble::{self, EnsembleOutcome};
 use fintune_train::trainer::{self, Outcome, RunOptions};
 use fintune_train::{progress, TrainConfig};
 
@@ -46,6 +47,10 @@ pub(super) struct RunOverrides {
     /// Heads learning rate.
     #[arg(long)]
     head_lr: Option<f64>,
+    /// Layer-wise learning-rate decay F in (0, 1]: layer i of L learns at lr * F^(L - i),
+    /// the embeddings at lr * F^(L + 1) (default 1: off).
+    #[arg(long, value_name = "F")]
+    layer_decay: Option<f64>,
     /// Truncation length in tokens (at most the backbone's position limit).
     #[arg(long)]
     max_len: Option<usize>,
@@ -80,6 +85,7 @@ impl RunOverrides {
         set!(c.optim.batch_size, self.batch_size);
         set!(c.optim.lr, self.lr);
         set!(c.optim.head_lr, self.head_lr);
+        set!(c.optim.layer_decay, self.layer_decay);
         set!(c.model.max_len, self.max_len);
         set!(c.optim.device, self.device);
         set!(c.optim.threads, self.threads);
@@ -111,6 +117,10 @@ pub(super) struct TrainArgs {
     run: RunOverrides,
     #[arg(long)]
     seed: Option<u64>,
+    /// Train a seed ensemble of N members (seeds seed..seed+N-1, one validation split) in
+    /// OUT/members/<k>/ and save one ensemble model folder OUT/model/ (default 1: one model).
+    #[arg(long, value_name = "N")]
+    ensemble: Option<usize>,
     /// dwa, equal, static:a,b, uncertainty, gradnorm, dwa-liu, dao, famo, pcgrad.
     #[arg(long)]
     weighting: Option<WeightingSpec>,
@@ -179,6 +189,7 @@ impl TrainArgs {
             c.name = self.name.clone();
         }
         set!(c.optim.seed, self.seed);
+        set!(c.optim.ensemble, self.ensemble);
         set!(c.task.weighting, self.weighting);
         set!(c.task.strata, self.strata);
         set!(c.task.classes, self.classes);
@@ -227,6 +238,9 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
     let mut progress = progress::for_terminal(a.quiet);
     let opts =
         RunOptions { resume: a.resume.is_some(), stop_after: a.stop_after, overwrite: a.overwrite };
+    if cfg.optim.ensemble > 1 {
+        return train_ensemble(&cfg, &root, &opts, progress.as_mut());
+    }
     match trainer::train(&cfg, &root, &opts, progress.as_mut())? {
         Outcome::Finished(m) => {
             let pearson = |p: Option<f64>| p.map_or("n/a".into(), |p| format!("{p:.4}"));
@@ -246,6 +260,46 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
         Outcome::Interrupted { epochs } => {
             eprintln!(
                 "stopped after epoch {epochs} as asked; continue with: fintune train --resume {}",
+                root.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_ensemble(
+    cfg: &TrainConfig,
+    root: &std::path::Path,
+    opts: &RunOptions,
+    progress: &mut dyn progress::Progress,
+) -> Result<ExitCode> {
+    match ensemble::train_ensemble(cfg, root, opts, progress)? {
+        EnsembleOutcome::Finished(m) => {
+            for (k, e) in m.members.iter().enumerate() {
+                eprintln!(
+                    "member {k} (seed {}): best epoch {}; validation mse {:.4}{}",
+                    e.seed,
+                    e.best_epoch,
+                    e.val.mse,
+                    e.test.as_ref().map(|t| format!("; test mse {:.4}", t.mse)).unwrap_or_default()
+                );
+            }
+            eprintln!(
+                "ensemble of {}: validation mse {:.4}{}",
+                m.members.len(),
+                m.val.mse,
+                m.test.as_ref().map(|t| format!("; test mse {:.4}", t.mse)).unwrap_or_default()
+            );
+            eprintln!(
+                "cost: {:.1} s training; prediction {:.0} ms per 1,000 texts (one member {:.0} ms)",
+                m.cost.train_s, m.cost.predict_ms_per_1000, m.cost.member_predict_ms_per_1000
+            );
+            eprintln!("run folder: {} (report.md, metrics.json, model/)", root.display());
+        }
+        EnsembleOutcome::Interrupted { member, epochs } => {
+            eprintln!(
+                "member {member} stopped after epoch {epochs} as asked; continue with: fintune \
+                 train --resume {}",
                 root.display()
             );
         }

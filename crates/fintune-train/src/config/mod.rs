@@ -37,6 +37,9 @@ pub struct DataConfig {
     pub test: Option<PathBuf>,
     /// Share of the training data held out for validation when there is no `val`. Default 0.1.
     pub val_fraction: f64,
+    /// Seed of the validation split; default: `optim.seed`. The members of a seed ensemble
+    /// keep the ensemble's seed here, so they share one split.
+    pub split_seed: Option<u64>,
     /// How files are read (`[data.read]`: format, column names, score range, skip_invalid,
     /// default groups; see fintune-data's `ReadOptions`).
     pub read: ReadOptions,
@@ -49,6 +52,7 @@ impl Default for DataConfig {
             val: None,
             test: None,
             val_fraction: 0.1,
+            split_seed: None,
             read: ReadOptions::default(),
         }
     }
@@ -147,7 +151,17 @@ pub struct OptimConfig {
     pub beta2: f64,
     /// AdamW's denominator epsilon. Default 1e-8.
     pub eps: f64,
+    /// Layer-wise learning-rate decay factor F in (0, 1]: with L layers, layer i (0-based,
+    /// bottom to top) learns at `lr * F^(L - i)`, the embeddings at `lr * F^(L + 1)`; LoRA
+    /// adapters scale `adapter_lr` the same way; heads keep `head_lr`. Default 1 (off).
+    pub layer_decay: f64,
+    /// Members of a seed ensemble (seeds `seed`, `seed + 1`, ...; one validation split).
+    /// Default 1 (a single model).
+    pub ensemble: usize,
 }
+
+/// The most members `optim.ensemble` accepts.
+pub const MAX_ENSEMBLE: usize = 64;
 
 impl Default for OptimConfig {
     fn default() -> Self {
@@ -169,6 +183,8 @@ impl Default for OptimConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            layer_decay: 1.0,
+            ensemble: 1,
         }
     }
 }
@@ -264,6 +280,11 @@ impl TrainConfig {
         toml::to_string_pretty(self).expect("the config serialises")
     }
 
+    /// The seed of the validation split: `data.split_seed`, else `optim.seed`.
+    pub fn split_seed(&self) -> u64 {
+        self.data.split_seed.unwrap_or(self.optim.seed)
+    }
+
     /// Checks values that serde cannot.
     pub fn validate(&self) -> crate::Result<()> {
         self.resolve().map(|_| ())
@@ -308,6 +329,15 @@ impl TrainConfig {
         }
         if !(o.eps.is_finite() && o.eps > 0.0) {
             return Err(bad(format!("optim.eps must be > 0, got {}", o.eps)));
+        }
+        if !(o.layer_decay > 0.0 && o.layer_decay <= 1.0) {
+            return Err(bad(format!("optim.layer_decay must be in (0, 1], got {}", o.layer_decay)));
+        }
+        if !(1..=MAX_ENSEMBLE).contains(&o.ensemble) {
+            return Err(bad(format!(
+                "optim.ensemble must be in 1..={MAX_ENSEMBLE}, got {}",
+                o.ensemble
+            )));
         }
         let mut warnings = Vec::new();
         warnings.extend(check_threads(o.threads).map_err(bad)?);

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use fintune_model::weights::{self, Checkpoint};
-use fintune_model::{Param, Part};
+use fintune_model::{Depth, MultiTaskModel, Param, Part};
 use tch::{Kind, Tensor};
 
 use super::*;
@@ -19,6 +19,7 @@ fn cfg(lr_w: f64, lr_b: f64) -> AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
+        layer_decay: LayerDecay::OFF,
     }
 }
 
@@ -37,8 +38,15 @@ fn adamw_matches_torch_optim_adamw() {
             tensor: w.shallow_clone(),
             part: Part::Backbone,
             decay: true,
+            depth: Depth::Other,
         },
-        Param { name: "heads.b".into(), tensor: b.shallow_clone(), part: Part::Head, decay: false },
+        Param {
+            name: "heads.b".into(),
+            tensor: b.shallow_clone(),
+            part: Part::Head,
+            decay: false,
+            depth: Depth::Other,
+        },
     ];
     let mut opt = AdamW::new(params, cfg(0.01, 0.05));
     for i in 0..3 {
@@ -66,6 +74,7 @@ fn restored_state_continues_identically() {
                 tensor: w.shallow_clone(),
                 part: Part::Backbone,
                 decay: true,
+                depth: Depth::Other,
             }],
             cfg(0.01, 0.0),
         );
@@ -109,12 +118,14 @@ fn clipping_bounds_the_global_norm() {
                 tensor: a.shallow_clone(),
                 part: Part::Backbone,
                 decay: true,
+                depth: Depth::Other,
             },
             Param {
                 name: "heads.b".into(),
                 tensor: b.shallow_clone(),
                 part: Part::Head,
                 decay: true,
+                depth: Depth::Other,
             },
         ],
         cfg(0.1, 0.1),
@@ -155,6 +166,7 @@ fn bf16_parameters_are_updated_through_float32_master_copies() {
             tensor: w.shallow_clone(),
             part: Part::Backbone,
             decay: true,
+            depth: Depth::Other,
         }],
         AdamWConfig {
             backbone: rates,
@@ -163,6 +175,7 @@ fn bf16_parameters_are_updated_through_float32_master_copies() {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            layer_decay: LayerDecay::OFF,
         },
     );
     for _ in 0..100 {
@@ -177,4 +190,114 @@ fn bf16_parameters_are_updated_through_float32_master_copies() {
     assert!((master.double_value(&[0]) - 0.99).abs() < 1e-3, "{}", master.double_value(&[0]));
     assert_eq!(w.kind(), Kind::BFloat16);
     assert!((w.double_value(&[0]) - 0.99).abs() < 4e-3, "the bf16 weight follows its master");
+}
+
+fn tiny_model(family: &str, tuning: fintune_model::Tuning) -> MultiTaskModel {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(family);
+    let spec = fintune_model::ModelSpec {
+        pooling: None,
+        heads: fintune_model::HeadsConfig { num_classes: Some(3), ..Default::default() },
+        tuning,
+        max_len: 16,
+        gradient_checkpointing: false,
+        bf16: false,
+    };
+    tch::manual_seed(3);
+    MultiTaskModel::new(&dir, &spec, tch::Device::Cpu).unwrap()
+}
+
+fn llrd_cfg(factor: f64, num_layers: usize) -> AdamWConfig {
+    AdamWConfig {
+        backbone: GroupRates { lr: 1e-4, weight_decay: 0.01 },
+        adapter: GroupRates { lr: 1e-3, weight_decay: 0.01 },
+        head: GroupRates { lr: 2e-3, weight_decay: 0.01 },
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        layer_decay: LayerDecay { factor, num_layers },
+    }
+}
+
+/// The expected multiplier of a parameter under decay 0.5 on a 2-layer model, from its name.
+fn documented_scale(name: &str, layer_prefix: &str, embeddings: &str) -> f64 {
+    let key = name.split_once('.').unwrap().1;
+    if name.starts_with("heads.") {
+        1.0
+    } else if key.starts_with(&format!("{layer_prefix}0.")) {
+        0.25
+    } else if key.starts_with(&format!("{layer_prefix}1.")) {
+        0.5
+    } else if key.starts_with(embeddings) {
+        0.125
+    } else {
+        1.0
+    }
+}
+
+#[test]
+fn layer_decay_gives_each_layer_its_documented_rate() {
+    use fintune_model::Tuning;
+    for (family, layer_prefix, embeddings, tuning) in [
+        ("tiny-roberta", "encoder.layer.", "embeddings.", Tuning::Full),
+        ("tiny-mpnet", "encoder.layer.", "embeddings.", Tuning::Full),
+        ("tiny-llama", "layers.", "embed_tokens.", Tuning::Full),
+        ("tiny-qwen2", "layers.", "embed_tokens.", "lora:4".parse().unwrap()),
+    ] {
+        let model = tiny_model(family, tuning);
+        assert_eq!(model.info().num_layers, 2, "{family}");
+        let opt = AdamW::new(model.parameters(), llrd_cfg(0.5, 2));
+        let rates = opt.peak_rates();
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, rate) in &rates {
+            let group = match name.split('.').next().unwrap() {
+                "backbone" => 1e-4,
+                "adapters" => 1e-3,
+                _ => 2e-3,
+            };
+            let want = group * documented_scale(name, layer_prefix, embeddings);
+            assert!((rate - want).abs() <= 1e-15, "{family} {name}: {rate} != {want}");
+            seen.insert(format!("{}", want / group));
+        }
+        // Every depth is present: embeddings (frozen under LoRA), both layers, the heads.
+        let expect: &[&str] = if family == "tiny-qwen2" {
+            &["0.25", "0.5", "1"]
+        } else {
+            &["0.125", "0.25", "0.5", "1"]
+        };
+        for s in expect {
+            assert!(seen.contains(*s), "{family}: no parameter with scale {s} ({seen:?})");
+        }
+    }
+}
+
+#[test]
+fn layer_decay_one_is_bit_identical_to_no_decay() {
+    let run = |decay: LayerDecay| {
+        let model = tiny_model("tiny-roberta", fintune_model::Tuning::Full);
+        let mut cfg = llrd_cfg(1.0, 2);
+        cfg.layer_decay = decay;
+        let mut opt = AdamW::new(model.parameters(), cfg);
+        let ids = Tensor::from_slice(&[0i64, 5, 7, 9, 2, 0, 8, 6, 4, 2]).view([2, 5]);
+        let batch = fintune_model::Batch::from_ids(
+            ids,
+            Tensor::ones([2, 5], (Kind::Int64, tch::Device::Cpu)),
+        );
+        for _ in 0..3 {
+            opt.zero_grad();
+            let out = model.forward_t(&batch, false);
+            (out.score.square().sum(Kind::Float) + out.logits.unwrap().square().mean(Kind::Float))
+                .backward();
+            opt.step(0.7);
+        }
+        model.parameters().into_iter().map(|p| (p.name, p.tensor.copy())).collect::<Vec<_>>()
+    };
+    let off = run(LayerDecay::OFF);
+    let one = run(LayerDecay { factor: 1.0, num_layers: 2 });
+    let half = run(LayerDecay { factor: 0.5, num_layers: 2 });
+    let mut differs = false;
+    for ((n, a), ((_, b), (_, c))) in off.iter().zip(one.iter().zip(&half)) {
+        assert!(a.equal(b), "{n} differs with layer_decay = 1");
+        differs |= !a.equal(c);
+    }
+    assert!(differs, "layer_decay = 0.5 changed nothing");
 }

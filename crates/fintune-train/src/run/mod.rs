@@ -195,7 +195,9 @@ impl RunDir {
 }
 
 /// The configuration as flat `key = value` pairs (dotted keys), without the settings that do
-/// not change a run's results: the folder (`out`, `name`), `optim.threads` and `optim.device`.
+/// not change a run's results: the folder (`out`, `name`), `optim.threads` and `optim.device`;
+/// `optim.layer_decay = 1` and `optim.ensemble = 1` (options newer than some runs) are left
+/// out too.
 pub fn fingerprint(cfg: &TrainConfig) -> BTreeMap<String, String> {
     fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
         match v {
@@ -220,6 +222,13 @@ pub fn fingerprint(cfg: &TrainConfig) -> BTreeMap<String, String> {
     flatten("", &value, &mut out);
     out.remove("optim.threads");
     out.remove("optim.device");
+    // Options added later, at their neutral value, leave the fingerprint (and the hash of
+    // older runs' checkpoints) as it was.
+    for (key, neutral) in [("optim.layer_decay", "1.0"), ("optim.ensemble", "1")] {
+        if out.get(key).is_some_and(|v| v == neutral) {
+            out.remove(key);
+        }
+    }
     out
 }
 
@@ -273,5 +282,25 @@ mod tests {
         b.model.max_len = 64;
         assert_eq!(differing_keys(&a, &b), ["model.max_len", "optim.lr"]);
         assert_ne!(config_hash(&a), config_hash(&b));
+    }
+
+    #[test]
+    fn new_options_at_their_neutral_value_keep_old_fingerprints() {
+        // A config.toml written before `layer_decay`, `ensemble` and `split_seed` existed.
+        let mut old = TrainConfig::default().to_toml();
+        for key in ["layer_decay", "ensemble"] {
+            let line = old.lines().find(|l| l.starts_with(key)).unwrap().to_owned();
+            old = old.replace(&format!("{line}\n"), "");
+        }
+        assert!(!old.contains("layer_decay") && !old.contains("split_seed"), "{old}");
+        let old: TrainConfig = toml::from_str(&old).unwrap();
+        assert_eq!(old.optim.layer_decay, 1.0);
+        assert_eq!(old.optim.ensemble, 1);
+        let keys = fingerprint(&old);
+        assert!(keys.keys().all(|k| !k.contains("layer_decay") && !k.contains("ensemble")));
+        assert_eq!(config_hash(&old), config_hash(&TrainConfig::default()));
+        let mut llrd = old.clone();
+        llrd.optim.layer_decay = 0.9;
+        assert_eq!(differing_keys(&old, &llrd), ["optim.layer_decay"]);
     }
 }

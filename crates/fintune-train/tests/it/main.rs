@@ -4,6 +4,7 @@ mod cli;
 mod compare;
 mod defects;
 mod encode_goldens;
+mod recipes;
 mod training;
 
 use std::path::{Path, PathBuf};
