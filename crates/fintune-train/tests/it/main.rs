@@ -3,6 +3,7 @@
 mod cli;
 mod compare;
 mod defects;
+mod tasks;
 mod training;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,155 @@
+//! Multi-task declarations: today's T = 1 and T = 2 runs reproduce their recorded numbers
+//! exactly (per-step losses and weights, final validation MSE), declared with `[data]` +
+//! `[task]` or as `[[tasks]]`.
+
+use std::path::Path;
+
+use fintune_train::config::Strata;
+use fintune_train::run::metrics::RunMetrics;
+use fintune_train::TrainConfig;
+
+use crate::training::{finished, run, tiny_config};
+use crate::{fixture_subset, serial};
+
+/// Per-step losses and weights of `history.csv` (column name, values) and the final
+/// validation MSE of a short run on 48 fixture rows.
+fn numbers_of(
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(&mut TrainConfig),
+) -> (Vec<(String, Vec<f64>)>, f64) {
+    let data = fixture_subset(dir, "train.jsonl", 48);
+    let mut cfg = tiny_config(&data, &dir.join(name));
+    cfg.data.val = None;
+    cfg.optim.epochs = 2;
+    cfg.optim.threads = 1;
+    edit(&mut cfg);
+    let m: RunMetrics = finished(run(&cfg, &Default::default()));
+    let h = fintune_train::run::history::read_history(&dir.join(name).join("history.csv")).unwrap();
+    let cols = h
+        .header
+        .iter()
+        .filter(|c| c.starts_with("loss.") || c.starts_with("w."))
+        .map(|c| (c.clone(), h.series(c).into_iter().map(|(_, v)| v).collect()))
+        .collect();
+    (cols, m.val.mse)
+}
+
+/// Numbers recorded from the trainer before task declarations existed (commit e7166a2,
+/// one libtorch thread, CPU).
+struct Recorded {
+    val_mse: f64,
+    columns: &'static [(&'static str, &'static [f64])],
+}
+
+const T1: Recorded = Recorded {
+    val_mse: 0.23070431136577665,
+    columns: &[
+        (
+            "loss.reg",
+            &[
+                0.20010574162006378,
+                0.35672569274902344,
+                0.15681104362010956,
+                0.29311510920524597,
+                0.22840376198291779,
+                0.24114714562892914,
+                0.07631257176399231,
+                0.06900536268949509,
+                0.16011367738246918,
+                0.025675684213638306,
+                0.15161310136318207,
+                0.14834195375442505,
+            ],
+        ),
+        ("w.reg", &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ],
+};
+
+const T2: Recorded = Recorded {
+    val_mse: 0.2266876886424097,
+    columns: &[
+        (
+            "loss.reg",
+            &[
+                0.20010574162006378,
+                0.31223264336586,
+                0.2407103180885315,
+                0.27980104088783264,
+                0.2002500593662262,
+                0.22372746467590332,
+                0.07731146365404129,
+                0.05795775726437569,
+                0.23070724308490753,
+                0.03133471682667732,
+                0.21612505614757538,
+                0.18774092197418213,
+            ],
+        ),
+        (
+            "loss.cls",
+            &[
+                1.6570338010787964,
+                1.628283143043518,
+                1.7120105028152466,
+                1.6754465103149414,
+                1.6412359476089478,
+                1.7027039527893066,
+                1.4729464054107666,
+                1.6084762811660767,
+                1.6236984729766846,
+                1.3766871690750122,
+                1.6060669422149658,
+                1.5187041759490967,
+            ],
+        ),
+        (
+            "w.reg",
+            &[
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0015647008041353,
+                1.0005821313983065,
+            ],
+        ),
+        (
+            "w.cls",
+            &[
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                0.9984352991958648,
+                0.9994178686016936,
+            ],
+        ),
+    ],
+};
+
+fn check(name: &str, got: &(Vec<(String, Vec<f64>)>, f64), want: &Recorded) {
+    let cols: Vec<(&str, &[f64])> = got.0.iter().map(|(c, v)| (c.as_str(), v.as_slice())).collect();
+    assert_eq!(cols, want.columns, "{name}: per-step losses and weights");
+    assert_eq!(got.1.to_bits(), want.val_mse.to_bits(), "{name}: validation MSE {}", got.1);
+}
+
+#[test]
+fn single_task_and_default_two_task_runs_reproduce_their_recorded_numbers() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    check("t1", &numbers_of(dir.path(), "t1", |c| c.task.strata = Strata::None), &T1);
+    check("t2", &numbers_of(dir.path(), "t2", |_| {}), &T2);
+}
