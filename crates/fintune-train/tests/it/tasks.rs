@@ -153,3 +153,66 @@ fn single_task_and_default_two_task_runs_reproduce_their_recorded_numbers() {
     check("t1", &numbers_of(dir.path(), "t1", |c| c.task.strata = Strata::None), &T1);
     check("t2", &numbers_of(dir.path(), "t2", |_| {}), &T2);
 }
+
+/// `[data]` + `[task]` rewritten as the `[[tasks]]` they stand for.
+fn declare(c: &mut TrainConfig) {
+    c.tasks = c.task_specs().unwrap();
+    c.data = Default::default();
+    c.task = Default::default();
+}
+
+#[test]
+fn the_same_runs_declared_as_tasks_reproduce_them_too() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t1 = numbers_of(dir.path(), "t1", |c| {
+        c.task.strata = Strata::None;
+        declare(c);
+        assert_eq!(c.tasks.len(), 1);
+    });
+    check("t1 declared", &t1, &T1);
+    let t2 = numbers_of(dir.path(), "t2", |c| {
+        declare(c);
+        assert_eq!(c.tasks.len(), 2);
+    });
+    check("t2 declared", &t2, &T2);
+}
+
+#[test]
+fn a_declaration_the_trainer_cannot_run_yet_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_subset(dir.path(), "train.jsonl", 16);
+    let text = format!(
+        r#"
+[[tasks]]
+name = "fiqa"
+train = [{data:?}]
+
+[[tasks]]
+name = "fiqa-classes"
+kind = "derived"
+from = "fiqa"
+
+[[tasks]]
+name = "more"
+train = [{data:?}]
+"#
+    );
+    let toml_path = dir.path().join("run.toml");
+    std::fs::write(&toml_path, text).unwrap();
+    let cfg = TrainConfig::from_toml_file(&toml_path).unwrap();
+    let out = dir.path().join("run");
+    let mut progress = crate::Messages::default();
+    let err = fintune_train::trainer::train(&cfg, &out, &Default::default(), &mut progress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("task `more` (regression): a third task is not supported yet"), "{err}");
+    assert!(!out.exists());
+    // A derived task pointing at a task that is not there names both.
+    let mut bad = cfg.clone();
+    bad.tasks[1].from = Some("fiqa2".into());
+    let err = fintune_train::trainer::train(&bad, &out, &Default::default(), &mut progress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("task `fiqa-classes` (derived): `from` names no task: `fiqa2`"), "{err}");
+}
