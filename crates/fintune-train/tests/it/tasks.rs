@@ -24,7 +24,10 @@ fn numbers_of(
     cfg.optim.epochs = 2;
     cfg.optim.threads = 1;
     edit(&mut cfg);
+    // One libtorch thread (the recorded numbers' reduction order), given back afterwards.
+    let threads = tch::get_num_threads();
     let m: RunMetrics = finished(run(&cfg, &Default::default()));
+    tch::set_num_threads(threads);
     let h = fintune_train::run::history::read_history(&dir.join(name).join("history.csv")).unwrap();
     let cols = h
         .header

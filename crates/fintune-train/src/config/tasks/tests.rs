@@ -44,7 +44,7 @@ fn three_declared_tasks_parse_validate_and_round_trip() {
     assert_eq!(specs[1].loss(), TaskLoss::SoftOrdinal);
     assert_eq!(specs[2].loss(), TaskLoss::Ce);
     assert_eq!(specs[0].loss(), TaskLoss::Mse);
-    assert_eq!(specs[1].das.as_ref().unwrap().get_zero_cut(), true);
+    assert!(specs[1].das.as_ref().unwrap().get_zero_cut());
     let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
     assert_eq!(back, c);
 }
@@ -86,9 +86,12 @@ fn without_declarations_data_and_task_are_the_t1_and_t2_cases() {
     assert!(err.contains("leave [data]"), "{err}");
 }
 
+/// An edit of `THREE`'s tasks.
+type Edit = Box<dyn FnOnce(&mut Vec<TaskSpec>)>;
+
 #[test]
 fn bad_declarations_name_the_task_and_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<TaskSpec>)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "task `phrasebank` (classification): `label_col` is missing",
             Box::new(|t| t[2].label_col = None),
