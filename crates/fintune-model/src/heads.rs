@@ -1,4 +1,5 @@
-//! Task heads on the pooled representation: the score regressor and the class classifier.
+//! Task heads on the pooled representation: the score regressor (the main head) and the class
+//! classifier, plus any further named heads ([`ExtraHead`]) of runs with more tasks.
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
@@ -20,6 +21,21 @@ pub struct HeadsConfig {
     /// Number of classes of the auxiliary classification head (from DAS); `None` for
     /// single-task regression. Default: `None`.
     pub num_classes: Option<i64>,
+    /// Further heads after these two, in order (runs with more than one regression or
+    /// classification task; the trainer names them after the task that owns them). The
+    /// regression head above stays the main head. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraHead>,
+}
+
+/// A further head: `name` (its variables are `extra.<name>.*`) and its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraHead {
+    /// Unique name: ASCII letters, digits, `_` and `-`.
+    pub name: String,
+    /// Number of classes; `None` for a regression head (one score, as the main head).
+    pub classes: Option<i64>,
 }
 
 impl Default for HeadsConfig {
@@ -29,6 +45,7 @@ impl Default for HeadsConfig {
             regression_hidden: None,
             bound: Some([-1.0, 1.0]),
             num_classes: None,
+            extra: vec![],
         }
     }
 }
@@ -59,6 +76,27 @@ impl HeadsConfig {
                 return Err(Error::Invalid(format!(
                     "the classification head needs >= 2 classes, got {k}"
                 )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for h in &self.extra {
+            let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if h.name.is_empty() || !h.name.chars().all(ok) {
+                return Err(Error::Invalid(format!(
+                    "head name `{}` must be ASCII letters, digits, `_` or `-`",
+                    h.name
+                )));
+            }
+            if !seen.insert(h.name.as_str()) {
+                return Err(Error::Invalid(format!("two heads are named `{}`", h.name)));
+            }
+            if let Some(k) = h.classes {
+                if k < 2 {
+                    return Err(Error::Invalid(format!(
+                        "head `{}` needs >= 2 classes, got {k}",
+                        h.name
+                    )));
+                }
             }
         }
         Ok(())
@@ -126,5 +164,32 @@ impl ClassificationHead {
     /// Logits `[B, K]` from pooled `[B, H]`.
     pub fn forward_t(&self, pooled: &Tensor, train: bool) -> Tensor {
         pooled.dropout(self.dropout, train).linear(&self.out.0, Some(&self.out.1))
+    }
+}
+
+/// A head of either kind.
+#[derive(Debug)]
+pub enum Head {
+    /// One bounded score per example.
+    Regression(RegressionHead),
+    /// Class logits.
+    Classification(ClassificationHead),
+}
+
+impl Head {
+    /// Builds `spec`'s head under `p`.
+    pub fn new(p: nn::Path<'_>, hidden: i64, spec: &ExtraHead, cfg: &HeadsConfig) -> Self {
+        match spec.classes {
+            None => Head::Regression(RegressionHead::new(p, hidden, cfg)),
+            Some(k) => Head::Classification(ClassificationHead::new(p, hidden, k, cfg)),
+        }
+    }
+
+    /// Scores `[B]` (regression) or logits `[B, K]` (classification) from pooled `[B, H]`.
+    pub fn forward_t(&self, pooled: &Tensor, train: bool) -> Tensor {
+        match self {
+            Head::Regression(h) => h.forward_t(pooled, train),
+            Head::Classification(h) => h.forward_t(pooled, train),
+        }
     }
 }

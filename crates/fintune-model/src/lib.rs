@@ -8,7 +8,8 @@
 //! - [`gguf`] reads GGUF files and converts a `llama` GGUF (e.g. SmolLM2-135M) into such a folder.
 //! - [`TextEncoder`] turns texts into typed, per-batch padded [`Batch`]es.
 //! - [`MultiTaskModel`] puts a [`heads::RegressionHead`] and an optional
-//!   [`heads::ClassificationHead`] on the pooled representation; it knows the fine-tuning
+//!   [`heads::ClassificationHead`] (and further named heads, [`ExtraHead`]) on the pooled
+//!   representation; it knows the fine-tuning
 //!   modes ([`Tuning`]: full, frozen, top-N layers, LoRA), the parameter groups, the shared
 //!   gradient probes ([`Probe`]), and saves/loads a run's `model/` folder.
 //!
@@ -50,7 +51,7 @@ pub use backbone::{
     load_backbone, Backbone, BackboneInfo, Depth, LoadOptions, LoadedBackbone, Pooling,
 };
 pub use error::{Error, Result};
-pub use heads::HeadsConfig;
+pub use heads::{ExtraHead, HeadsConfig};
 pub use layers::LoraConfig;
 pub use multitask::{ModelSpec, MultiTaskModel, Outputs, Param, Part, Probe, SavedModel, Tuning};
 pub use tokenize::{Batch, Encoded, PaddingSide, TextEncoder};

@@ -10,7 +10,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::backbone::{load_backbone, BackboneInfo, Depth, LoadOptions, LoadedBackbone, Pooling};
-use crate::heads::{ClassificationHead, HeadsConfig, RegressionHead};
+use crate::heads::{ClassificationHead, Head, HeadsConfig, RegressionHead};
 use crate::layers::LoraConfig;
 use crate::tokenize::{Batch, PaddingSide, TextEncoder};
 use crate::weights::{self, Checkpoint};
@@ -229,13 +229,16 @@ pub struct SavedModel {
     pub extra: serde_json::Value,
 }
 
-/// Shared backbone + regression head + optional classification head.
+/// Shared backbone + regression head (the main head) + optional classification head + the
+/// further heads of `spec.heads.extra` (variables `extra.<name>.*`).
 #[derive(Debug)]
 pub struct MultiTaskModel {
     backbone: LoadedBackbone,
     heads_vs: VarStore,
     regression: RegressionHead,
     classification: Option<ClassificationHead>,
+    /// The heads of `spec.heads.extra`, in order.
+    extra: Vec<Head>,
     pooling: Pooling,
     spec: ModelSpec,
     base_dir: PathBuf,
@@ -296,12 +299,20 @@ impl MultiTaskModel {
         let classification = spec.heads.num_classes.map(|k| {
             ClassificationHead::new(&root / "classification", info.hidden_size, k, &spec.heads)
         });
+        // Built after the two heads above, so their initialisation draws stay today's.
+        let extra = spec
+            .heads
+            .extra
+            .iter()
+            .map(|h| Head::new(&root / "extra" / h.name.as_str(), info.hidden_size, h, &spec.heads))
+            .collect();
         let pooling = spec.pooling.unwrap_or(info.default_pooling);
         Ok(MultiTaskModel {
             backbone,
             heads_vs,
             regression,
             classification,
+            extra,
             pooling,
             spec: spec.clone(),
             base_dir,
@@ -500,6 +511,12 @@ impl MultiTaskModel {
         let score = self.regression.forward_t(pooled, train);
         let logits = self.classification.as_ref().map(|c| c.forward_t(pooled, train));
         (score, logits)
+    }
+
+    /// The further heads of `spec.heads.extra` on a pooled representation, in their order:
+    /// scores `[B]` for regression heads, logits `[B, K]` for classification heads.
+    pub fn forward_extra_heads(&self, pooled: &Tensor, train: bool) -> Vec<Tensor> {
+        self.extra.iter().map(|h| h.forward_t(pooled, train)).collect()
     }
 
     /// Every trainable parameter, sorted by name within each part.

@@ -6,7 +6,8 @@
 //! - [`TrainConfig`] (every option and default, TOML), resolved once into a validated
 //!   [`config::Resolved`], and [`trainer::train`], which leaves a run folder ([`run`], the one
 //!   owner of its formats): `config.toml`, `das.json`, `history.csv`, `metrics.json`, `model/`,
-//!   `plots/`, `report.md`, `checkpoint/`.
+//!   `plots/`, `report.md`, `checkpoint/`. The run's tasks are declared as `[[tasks]]`
+//!   ([`config::TaskSpec`]) or implied by `[data]` + `[task]`.
 //! - [`step::MultiTaskStep`], one training step with typed per-task output, and [`eval`],
 //!   prediction and evaluation over tokenized examples.
 //! - [`metrics::RegressionMetrics`], the one implementation of the metrics (the

@@ -69,7 +69,7 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let wall = Instant::now();
-    let cfg = cfg.resolve()?;
+    let cfg = cfg.resolve()?.raw.runnable()?.resolve()?;
     let raw = &cfg.raw;
     for w in &cfg.warnings {
         progress.message(&format!("warning: {w}"));
@@ -405,6 +405,7 @@ pub fn default_run_dir(cfg: &TrainConfig) -> PathBuf {
         cfg.data
             .train
             .first()
+            .or_else(|| cfg.tasks.iter().find(|t| t.main).or(cfg.tasks.first())?.train.first())
             .and_then(|p| p.file_stem())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".into())

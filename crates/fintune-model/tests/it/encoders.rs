@@ -95,6 +95,7 @@ fn tiny_roberta_training_step_gradients_match_pytorch() {
             regression_hidden: None,
             bound: None,
             num_classes: None,
+            extra: vec![],
         },
         tuning: Tuning::Full,
         max_len: 64,

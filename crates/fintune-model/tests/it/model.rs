@@ -225,3 +225,67 @@ fn bf16_backbone_matches_float32_closely() {
         .iter()
         .any(|p| p.name.contains("lora_A") && p.tensor.grad().defined()));
 }
+
+#[test]
+fn extra_heads_keep_todays_names_and_draws_and_round_trip() {
+    use fintune_model::ExtraHead;
+    let dir = minilm_dir();
+    tch::manual_seed(5);
+    let two = MultiTaskModel::new(&dir, &spec(Some(3), Tuning::Frozen), Device::Cpu).unwrap();
+    let mut s = spec(Some(3), Tuning::Frozen);
+    s.heads.extra = vec![
+        ExtraHead { name: "phrasebank".into(), classes: Some(3) },
+        ExtraHead { name: "headlines".into(), classes: None },
+    ];
+    tch::manual_seed(5);
+    let four = MultiTaskModel::new(&dir, &s, Device::Cpu).unwrap();
+    let names = |m: &MultiTaskModel| -> Vec<String> {
+        m.parameters().into_iter().filter(|p| p.part == Part::Head).map(|p| p.name).collect()
+    };
+    assert_eq!(
+        names(&two),
+        [
+            "heads.classification.out.bias",
+            "heads.classification.out.weight",
+            "heads.regression.out.bias",
+            "heads.regression.out.weight"
+        ]
+    );
+    let n4 = names(&four);
+    assert_eq!(n4.len(), 8);
+    for n in names(&two) {
+        assert!(n4.contains(&n), "{n} kept");
+    }
+    assert!(n4.contains(&"heads.extra.phrasebank.out.weight".to_owned()), "{n4:?}");
+    assert!(n4.contains(&"heads.extra.headlines.out.bias".to_owned()), "{n4:?}");
+    // The first two heads draw the same initial weights as without further heads.
+    let enc = two.text_encoder(&dir).unwrap();
+    let batch = enc.batch(&TEXTS, Device::Cpu).unwrap();
+    let (a, b) = tch::no_grad(|| (two.forward_t(&batch, false), four.forward_t(&batch, false)));
+    assert!(a.score.equal(&b.score) && a.logits.unwrap().equal(&b.logits.unwrap()));
+    let extra = tch::no_grad(|| four.forward_extra_heads(&b.pooled, false));
+    assert_eq!(extra.len(), 2);
+    assert_eq!(extra[0].size(), [4, 3]);
+    assert_eq!(extra[1].size(), [4]);
+    assert!(extra[1].abs().max().double_value(&[]) <= 1.0, "a regression head is bounded");
+    assert!(two.forward_extra_heads(&a.pooled, false).is_empty());
+    // Saved and loaded with its heads; a folder without further heads records none.
+    let tmp = tempfile::tempdir().unwrap();
+    four.save(&tmp.path().join("four"), serde_json::Value::Null).unwrap();
+    two.save(&tmp.path().join("two"), serde_json::Value::Null).unwrap();
+    let json = std::fs::read_to_string(tmp.path().join("two/fintune.json")).unwrap();
+    assert!(!json.contains("\"extra\": ["), "{json}");
+    let (back, saved) = MultiTaskModel::load(&tmp.path().join("four"), Device::Cpu).unwrap();
+    assert_eq!(saved.spec.heads.extra, s.heads.extra);
+    let c = tch::no_grad(|| back.forward_t(&batch, false));
+    let again = tch::no_grad(|| back.forward_extra_heads(&c.pooled, false));
+    assert!(again[0].equal(&extra[0]) && again[1].equal(&extra[1]), "reloaded heads differ");
+    // Bad head names and sizes are refused by name.
+    let mut bad = s.clone();
+    bad.heads.extra[1].name = "phrasebank".into();
+    let err = MultiTaskModel::new(&dir, &bad, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("two heads are named `phrasebank`"), "{err}");
+    bad.heads.extra[1] = ExtraHead { name: "a.b".into(), classes: Some(1) };
+    let err = MultiTaskModel::new(&dir, &bad, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("head name `a.b`"), "{err}");
+}

@@ -44,6 +44,7 @@ fn spec(tuning: Tuning, gradient_checkpointing: bool) -> ModelSpec {
             regression_hidden: None,
             bound: None,
             num_classes: None,
+            extra: vec![],
         },
         tuning,
         max_len: 64,

@@ -16,10 +16,15 @@ use crate::metrics::MetricsConfig;
 
 mod limits;
 mod names;
+pub mod tasks;
 
 pub use limits::{check_max_len, check_threads, position_limit, MAX_THREADS};
 pub(crate) use names::serde_as_text;
-pub use names::{as_text, ClassWeights, DeviceSpec, Imbalance, Precision, Strata, UnknownName};
+pub use names::{
+    as_text, ClassWeights, DeviceSpec, Imbalance, Precision, Strata, TaskKind, TaskLoss,
+    UnknownName,
+};
+pub use tasks::TaskSpec;
 /// Rows per batch of `fintune predict`, `eval` and `encode`.
 pub const PREDICT_BATCH_SIZE: usize = 64;
 /// Truncation length of `fintune encode`.
@@ -250,6 +255,10 @@ pub struct TrainConfig {
     pub weighting: WeightingConfig,
     /// Metric settings (neutral band, regions).
     pub metrics: MetricsConfig,
+    /// Declared tasks (`[[tasks]]`, see [`TaskSpec`]); empty: `[data]` and `[task]` declare
+    /// the score regression and, unless `task.strata = "none"`, its score classes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSpec>,
 }
 
 /// A configuration after validation, with every string resolved once: what the trainer runs.
@@ -294,7 +303,27 @@ impl TrainConfig {
     /// backbone's position limit).
     pub fn resolve(&self) -> crate::Result<Resolved> {
         let bad = |m: String| crate::Error::Config(m);
-        if self.data.train.is_empty() {
+        if !self.tasks.is_empty() {
+            self.task_specs()?;
+            if self.data != DataConfig::default() {
+                return Err(bad(
+                    "[[tasks]] name their own data and read options: leave [data] (and --data, \
+                     --val, --test and the column flags) out"
+                        .into(),
+                ));
+            }
+            let d = TaskConfig::default();
+            if (self.task.strata, self.task.classes, self.task.imbalance)
+                != (d.strata, d.classes, d.imbalance)
+            {
+                return Err(bad(
+                    "with [[tasks]], score classes and losses are set in the task tables \
+                     (`kind = \"derived\"`, `strata`, `classes`, `loss`): leave task.strata, \
+                     task.classes and task.imbalance (--strata, --classes, --imbalance) out"
+                        .into(),
+                ));
+            }
+        } else if self.data.train.is_empty() {
             return Err(bad(
                 "no training data: pass --data PATH (or [data] train = [...] in the config)".into(),
             ));

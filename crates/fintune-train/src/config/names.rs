@@ -218,3 +218,33 @@ impl DeviceSpec {
         fintune_model::device_from_str(&self.to_string())
     }
 }
+
+named_enum! {
+    /// What a declared task (`[[tasks]]`) predicts.
+    pub enum TaskKind ("task kind") {
+        /// A score in [-1, 1] (one output).
+        #[default]
+        Regression = ["regression"],
+        /// Classes named in a label column of the task's data.
+        Classification = ["classification"],
+        /// Score classes cut (DAS, quantile, uniform) from another task's scores.
+        Derived = ["derived"],
+    }
+}
+
+named_enum! {
+    /// The loss of a declared task.
+    pub enum TaskLoss ("task loss") {
+        /// Mean squared error (regression).
+        #[default]
+        Mse = ["mse"],
+        /// LDS-weighted MSE (regression).
+        Lds = ["lds"],
+        /// Balanced MSE (regression).
+        Bmse = ["bmse"],
+        /// Cross-entropy (classification, derived).
+        Ce = ["ce"],
+        /// Cross-entropy against Gaussian-smoothed class targets (derived, with `sigma`).
+        SoftOrdinal = ["soft-ordinal"],
+    }
+}

@@ -5,6 +5,7 @@ mod compare;
 mod defects;
 mod encode_goldens;
 mod recipes;
+mod tasks;
 mod training;
 
 use std::path::{Path, PathBuf};

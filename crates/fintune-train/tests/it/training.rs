@@ -14,7 +14,7 @@ use fintune_train::TrainConfig;
 
 use crate::{fixture_subset, minilm, root, serial};
 
-fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
+pub(crate) fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
     let mut c = TrainConfig::default();
     c.model.backbone = minilm();
     c.model.max_len = 24;
@@ -27,12 +27,12 @@ fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
     c
 }
 
-fn run(cfg: &TrainConfig, opts: &RunOptions) -> Outcome {
+pub(crate) fn run(cfg: &TrainConfig, opts: &RunOptions) -> Outcome {
     let mut progress = LogLines::new(std::time::Duration::from_secs(3600));
     trainer::train(cfg, cfg.out.as_ref().unwrap(), opts, &mut progress).unwrap()
 }
 
-fn finished(o: Outcome) -> RunMetrics {
+pub(crate) fn finished(o: Outcome) -> RunMetrics {
     match o {
         Outcome::Finished(m) => *m,
         Outcome::Interrupted { epochs } => panic!("interrupted after {epochs}"),
