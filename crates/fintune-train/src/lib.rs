@@ -14,6 +14,7 @@
 //! - [`predict::Predictor`]: a saved model that scores texts, batch by batch;
 //!   [`predict::Encoder`]: a backbone's sentence embeddings.
 //! - [`progress::Progress`]: progress rendering kept apart from the loop.
+//! - [`init`]: the warm start of a run's backbone from a saved model (`model.init`).
 //!
 //! ```no_run
 //! use fintune_train::{trainer, progress, TrainConfig};
@@ -39,6 +40,7 @@ pub mod compare;
 pub mod config;
 mod error;
 pub mod eval;
+pub mod init;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

@@ -88,11 +88,13 @@ pub fn train(
     }
 
     // Data (nothing is written before it is read: a failed start leaves no folder behind).
-    let enc = TextEncoder::from_file(&raw.model.backbone, raw.model.max_len)?;
+    let enc =
+        TextEncoder::from_file(&raw.model.backbone, raw.model.max_len)?.with_input(raw.model.input);
     let prep = prepare::prepare(raw, &enc)?;
     log_data(raw, &prep, progress);
 
-    // Model.
+    // Model (a warm start's model is loaded first: the seeded heads are those of any run).
+    let init = raw.model.init.as_deref().map(|d| crate::init::load(d, cfg.device)).transpose()?;
     tch::manual_seed(raw.optim.seed as i64);
     let spec = ModelSpec {
         pooling: raw.model.pooling,
@@ -104,8 +106,13 @@ pub fn train(
         max_len: raw.model.max_len,
         gradient_checkpointing: raw.model.gradient_checkpointing,
         bf16: raw.optim.precision == Precision::Bf16,
+        input: raw.model.input,
     };
     let model = MultiTaskModel::new(&raw.model.backbone, &spec, cfg.device)?;
+    if let (Some(from), Some(dir)) = (init, &raw.model.init) {
+        let n = crate::init::apply(&model, &from, dir)?;
+        progress.message(&format!("backbone initialised from {} ({n} tensors)", dir.display()));
+    }
     let side = model.info().padding_side;
     let enc = enc.with_padding_side(side);
     let metrics_cfg = MetricsConfig {
@@ -314,33 +321,37 @@ fn finish(
     };
     state.finished = true;
     checkpoint::save(run, raw, &stepper.state_tensors(), state)?;
-    let metrics = RunMetrics {
-        best_epoch,
-        epochs_run: state.epochs_done,
-        stopped_early,
-        val,
-        test: test.as_ref().map(|t| t.0.clone()),
-        epochs: state.epochs.clone(),
-        data: DataInfo {
-            train: prep.train_ex.len(),
-            val: prep.val_ex.len(),
-            test: prep.test_ex.as_ref().map(Vec::len),
-            split: prep.split.clone(),
-            skipped: prep.skipped.clone(),
-            warnings: prep.warnings.len(),
-        },
-        strata: strata_info(raw.task.strata, prep.strat.as_ref()),
-        weighting: s.method.clone(),
-        imbalance: raw.task.imbalance,
-        tuning: s.cfg.tuning.clone(),
-        timing: Timing {
-            wall_s: wall.elapsed().as_secs_f64(),
-            train_s: state.train_seconds,
-            samples_per_s: state.samples as f64 / state.train_seconds.max(1e-9),
-            probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
-            peak_rss_mib: run::peak_rss_mib(),
-        },
-    };
+    let metrics =
+        RunMetrics {
+            best_epoch,
+            epochs_run: state.epochs_done,
+            stopped_early,
+            val,
+            test: test.as_ref().map(|t| t.0.clone()),
+            epochs: state.epochs.clone(),
+            data: DataInfo {
+                train: prep.train_ex.len(),
+                val: prep.val_ex.len(),
+                test: prep.test_ex.as_ref().map(Vec::len),
+                split: prep.split.clone(),
+                skipped: prep.skipped.clone(),
+                warnings: prep.warnings.len(),
+            },
+            strata: strata_info(raw.task.strata, prep.strat.as_ref()),
+            weighting: s.method.clone(),
+            imbalance: raw.task.imbalance,
+            tuning: s.cfg.tuning.clone(),
+            timing: Timing {
+                wall_s: wall.elapsed().as_secs_f64(),
+                train_s: state.train_seconds,
+                samples_per_s: state.samples as f64 / state.train_seconds.max(1e-9),
+                probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
+                peak_rss_mib: run::peak_rss_mib(),
+            },
+            init: raw.model.init.clone().zip(raw.model.init_sha256.clone()).map(|(dir, sha256)| {
+                crate::init::InitInfo { dir: prepare::absolute(&dir), sha256 }
+            }),
+        };
     run::write_json(&run.metrics(), &metrics)?;
     let eval_set: (&str, &[Example], &Predictions) = match (&prep.test_ex, &test) {
         (Some(t), Some((_, p))) => ("test", t, p),

@@ -3,6 +3,7 @@
 mod cli;
 mod compare;
 mod defects;
+mod input;
 mod training;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,7 @@ pub fn build_untrained() -> fintune_model::MultiTaskModel {
         max_len: 24,
         gradient_checkpointing: false,
         bf16: false,
+        ..Default::default()
     };
     fintune_model::MultiTaskModel::new(&minilm(), &spec, tch::Device::Cpu).unwrap()
 }
