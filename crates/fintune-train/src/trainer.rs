@@ -15,6 +15,7 @@ use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, PaddingSide, TextEnc
 use crate::batching::{epoch_batches, Example, TrainBatch};
 use crate::config::{Precision, Resolved, Strata, TrainConfig};
 use crate::eval::{evaluate, ModelExtra, Predictions};
+use crate::init::InitInfo;
 use crate::metrics::MetricsConfig;
 use crate::prepare::{self, Prepared};
 use crate::progress::{EpochView, Progress, StepView};
@@ -321,37 +322,36 @@ fn finish(
     };
     state.finished = true;
     checkpoint::save(run, raw, &stepper.state_tensors(), state)?;
-    let metrics =
-        RunMetrics {
-            best_epoch,
-            epochs_run: state.epochs_done,
-            stopped_early,
-            val,
-            test: test.as_ref().map(|t| t.0.clone()),
-            epochs: state.epochs.clone(),
-            data: DataInfo {
-                train: prep.train_ex.len(),
-                val: prep.val_ex.len(),
-                test: prep.test_ex.as_ref().map(Vec::len),
-                split: prep.split.clone(),
-                skipped: prep.skipped.clone(),
-                warnings: prep.warnings.len(),
-            },
-            strata: strata_info(raw.task.strata, prep.strat.as_ref()),
-            weighting: s.method.clone(),
-            imbalance: raw.task.imbalance,
-            tuning: s.cfg.tuning.clone(),
-            timing: Timing {
-                wall_s: wall.elapsed().as_secs_f64(),
-                train_s: state.train_seconds,
-                samples_per_s: state.samples as f64 / state.train_seconds.max(1e-9),
-                probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
-                peak_rss_mib: run::peak_rss_mib(),
-            },
-            init: raw.model.init.clone().zip(raw.model.init_sha256.clone()).map(|(dir, sha256)| {
-                crate::init::InitInfo { dir: prepare::absolute(&dir), sha256 }
-            }),
-        };
+    let init = raw.model.init.clone().zip(raw.model.init_sha256.clone());
+    let init = init.map(|(dir, sha256)| InitInfo { dir: prepare::absolute(&dir), sha256 });
+    let metrics = RunMetrics {
+        best_epoch,
+        epochs_run: state.epochs_done,
+        stopped_early,
+        val,
+        test: test.as_ref().map(|t| t.0.clone()),
+        epochs: state.epochs.clone(),
+        data: DataInfo {
+            train: prep.train_ex.len(),
+            val: prep.val_ex.len(),
+            test: prep.test_ex.as_ref().map(Vec::len),
+            split: prep.split.clone(),
+            skipped: prep.skipped.clone(),
+            warnings: prep.warnings.len(),
+        },
+        strata: strata_info(raw.task.strata, prep.strat.as_ref()),
+        weighting: s.method.clone(),
+        imbalance: raw.task.imbalance,
+        tuning: s.cfg.tuning.clone(),
+        timing: Timing {
+            wall_s: wall.elapsed().as_secs_f64(),
+            train_s: state.train_seconds,
+            samples_per_s: state.samples as f64 / state.train_seconds.max(1e-9),
+            probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
+            peak_rss_mib: run::peak_rss_mib(),
+        },
+        init,
+    };
     run::write_json(&run.metrics(), &metrics)?;
     let eval_set: (&str, &[Example], &Predictions) = match (&prep.test_ex, &test) {
         (Some(t), Some((_, p))) => ("test", t, p),
