@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 pub use heads::{ExtraHead, HeadsConfig};
 pub use layers::LoraConfig;
 pub use multitask::{ModelSpec, MultiTaskModel, Outputs, Param, Part, Probe, SavedModel, Tuning};
-pub use tokenize::{Batch, Encoded, PaddingSide, TextEncoder};
+pub use tokenize::{Batch, Encoded, InputMode, PaddingSide, PairStyle, TextEncoder};
 
 /// Picks a device from `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
 pub fn device_from_str(s: &str) -> Result<tch::Device> {

@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::backbone::{load_backbone, BackboneInfo, Depth, LoadOptions, LoadedBackbone, Pooling};
 use crate::heads::{ClassificationHead, Head, HeadsConfig, RegressionHead};
 use crate::layers::LoraConfig;
-use crate::tokenize::{Batch, PaddingSide, TextEncoder};
+use crate::tokenize::{Batch, InputMode, PaddingSide, PairStyle, TextEncoder};
 use crate::weights::{self, Checkpoint};
 use crate::{Error, Result};
 
@@ -117,6 +117,10 @@ pub struct ModelSpec {
     /// trainable bf16 weights. Default: false.
     #[serde(default)]
     pub bf16: bool,
+    /// What rows are encoded from (`text`, or `text+target` as a segment pair); folders
+    /// saved before this field read as `text`. Default: `text`.
+    #[serde(default, skip_serializing_if = "InputMode::is_text")]
+    pub input: InputMode,
 }
 
 impl ModelSpec {
@@ -139,6 +143,7 @@ impl Default for ModelSpec {
             max_len: 128,
             gradient_checkpointing: false,
             bf16: false,
+            input: InputMode::Text,
         }
     }
 }
@@ -342,9 +347,11 @@ impl MultiTaskModel {
     }
 
     /// A text encoder for this backbone: the tokenizer in `dir` (the backbone or a saved model
-    /// folder), the spec's max length, the family's padding side.
+    /// folder), the spec's max length and input mode, the family's padding side and pair style.
     pub fn text_encoder(&self, dir: &Path) -> Result<TextEncoder> {
-        let enc = TextEncoder::from_file(dir, self.spec.max_len)?;
+        let enc = TextEncoder::from_file(dir, self.spec.max_len)?
+            .with_input(self.spec.input)
+            .with_pair_style(PairStyle::of_model_type(&self.info().model_type));
         let enc = match crate::backbone::position_limit(&self.backbone.config_json) {
             Some(limit) => enc.with_position_limit(limit)?,
             None => enc,
@@ -582,6 +589,39 @@ impl MultiTaskModel {
     /// Folds LoRA adapters into the base weights for inference.
     pub fn merge_lora(&mut self) {
         self.backbone.net.merge_lora();
+    }
+
+    /// Copies the backbone weights of `other` (a saved run's model, LoRA merged first) into
+    /// this model's backbone: every name must exist in both with the same shape. Heads and
+    /// adapters are left as they are. Returns the number of tensors copied.
+    pub fn copy_backbone_from(&self, other: &MultiTaskModel) -> Result<usize> {
+        let src: std::collections::BTreeMap<String, Tensor> =
+            weights::named_variables(&other.backbone.base).into_iter().collect();
+        let dst = weights::named_variables(&self.backbone.base);
+        if let Some(extra) = src.keys().find(|n| !dst.iter().any(|(d, _)| d == *n)) {
+            return Err(Error::Invalid(format!(
+                "the source backbone has a weight `{extra}` this one lacks"
+            )));
+        }
+        for (name, t) in &dst {
+            let s = src.get(name).ok_or_else(|| {
+                Error::Invalid(format!("the source backbone has no weight `{name}`"))
+            })?;
+            if s.size() != t.size() {
+                return Err(Error::Invalid(format!(
+                    "weight `{name}` has shape {:?} in the source backbone, {:?} here",
+                    s.size(),
+                    t.size()
+                )));
+            }
+        }
+        tch::no_grad(|| {
+            for (name, t) in &dst {
+                let mut t = t.shallow_clone();
+                t.copy_(&src[name]);
+            }
+        });
+        Ok(dst.len())
     }
 
     /// Named tensors of every part, for checkpoints: `backbone.*`, `adapters.*`, `heads.*`.

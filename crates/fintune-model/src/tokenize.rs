@@ -4,15 +4,25 @@
 //! before the tokenizer sees it, and no text yields more tokens than the backbone's position
 //! embeddings hold. A tokenizer failure, even one that panics inside `tokenizers` (a regex
 //! that exhausts its retry limit), is an [`Error::Tokenizer`].
+//!
+//! With [`InputMode::TextTarget`] a row's target (company, ticker) becomes a second segment
+//! ([`TextEncoder::encode_with_targets`]): through the tokenizer's pair template for encoders,
+//! after [`TARGET_SEPARATOR`] for decoders ([`PairStyle`]). Truncation cuts the text, not the
+//! target.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::{Error, Result};
+
+mod input;
+pub use input::{present, InputMode, PairStyle, TARGET_SEPARATOR};
 
 /// Which side padding goes on. Encoders pad on the right; decoders pooled on the last token
 /// work with either (the default for decoders is left padding, so the last token is at `L-1`).
@@ -116,9 +126,13 @@ impl Batch {
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation (the separator style measures whole rows).
+    untruncated: Tokenizer,
     max_len: usize,
     pad_id: i64,
     side: PaddingSide,
+    input: InputMode,
+    pair: PairStyle,
 }
 
 /// Characters kept per token of `max_len` before tokenization: far above what a token spans
@@ -134,6 +148,14 @@ fn clip(text: &str, max_chars: usize) -> &str {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => &text[..end],
         None => text,
+    }
+}
+
+/// What failed, for a tokenizer error.
+fn what(texts: &[&str]) -> String {
+    match texts {
+        [one] => format!("cannot encode a text of {} bytes", one.len()),
+        many => format!("cannot encode a batch of {} texts", many.len()),
     }
 }
 
@@ -164,6 +186,10 @@ impl TextEncoder {
         let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::json(&config, e))?;
+        let encoder = match json.get("model_type").and_then(|t| t.as_str()) {
+            Some(t) => encoder.with_pair_style(PairStyle::of_model_type(t)),
+            None => encoder,
+        };
         match crate::backbone::position_limit(&json) {
             Some(limit) => encoder.with_position_limit(limit).map_err(|e| match e {
                 Error::Invalid(reason) => Error::config(&config, reason),
@@ -201,6 +227,10 @@ impl TextEncoder {
             })
             .unwrap_or(0);
         tokenizer.with_padding(None);
+        let mut untruncated = tokenizer.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer("cannot switch truncation off", e))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -209,7 +239,37 @@ impl TextEncoder {
                 stride: 0,
             }))
             .map_err(|e| Error::tokenizer(format!("cannot truncate to {max_len} tokens"), e))?;
-        Ok(TextEncoder { tokenizer, max_len, pad_id, side: PaddingSide::Right })
+        Ok(TextEncoder {
+            tokenizer,
+            untruncated,
+            max_len,
+            pad_id,
+            side: PaddingSide::Right,
+            input: InputMode::Text,
+            pair: PairStyle::Template,
+        })
+    }
+
+    /// Sets what rows are encoded from (default: [`InputMode::Text`]).
+    pub fn with_input(mut self, input: InputMode) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Sets how a text and its target are joined (default: [`PairStyle::Template`];
+    /// [`Self::from_file`] picks the family's from `config.json`'s `model_type`).
+    pub fn with_pair_style(mut self, pair: PairStyle) -> Self {
+        self.pair = pair;
+        self
+    }
+
+    /// What rows are encoded from.
+    pub fn input(&self) -> InputMode {
+        self.input
+    }
+    /// How a text and its target are joined.
+    pub fn pair_style(&self) -> PairStyle {
+        self.pair
     }
 
     /// Sets the padding side (default: right).
@@ -247,21 +307,33 @@ impl TextEncoder {
         &self.tokenizer
     }
 
-    /// Tokenizes texts in parallel (special tokens added, each text cut to
-    /// [`Self::max_chars`] characters, then truncated to `max_len` tokens).
-    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
-        let cap = self.max_chars();
-        let inputs: Vec<tokenizers::EncodeInput<'_>> =
-            texts.iter().map(|t| clip(t, cap).into()).collect();
-        let what = || match texts {
-            [one] => format!("cannot encode a text of {} bytes", one.len()),
-            many => format!("cannot encode a batch of {} texts", many.len()),
-        };
+    /// Runs the tokenizer over `inputs` (each already cut to [`Self::max_chars`]), catching its
+    /// panics.
+    fn run(
+        &self,
+        inputs: Vec<tokenizers::EncodeInput<'_>>,
+        special: bool,
+        what: impl Fn() -> String,
+    ) -> Result<Vec<tokenizers::Encoding>> {
+        Self::run_with(&self.tokenizer, inputs, special, what)
+    }
+
+    /// [`Self::run`] with another tokenizer (the untruncated one).
+    fn run_with(
+        tokenizer: &Tokenizer,
+        inputs: Vec<tokenizers::EncodeInput<'_>>,
+        special: bool,
+        what: impl Fn() -> String,
+    ) -> Result<Vec<tokenizers::Encoding>> {
         // `tokenizers` panics on some failures (the onig regex of a pre-tokenizer that exhausts
         // its retry limit); the tokenizer is only read, so it stays usable afterwards.
-        let encs = catch_unwind(AssertUnwindSafe(|| self.tokenizer.encode_batch(inputs, true)))
+        catch_unwind(AssertUnwindSafe(|| tokenizer.encode_batch(inputs, special)))
             .map_err(|panic| Error::tokenizer(what(), panic_message(panic.as_ref()).into()))?
-            .map_err(|e| Error::tokenizer(what(), e))?;
+            .map_err(|e| Error::tokenizer(what(), e))
+    }
+
+    /// Typed encodings, checked against `max_len`.
+    fn finish(&self, encs: Vec<tokenizers::Encoding>) -> Result<Vec<Encoded>> {
         let out: Vec<Encoded> = encs
             .into_iter()
             .map(|e| Encoded {
@@ -279,7 +351,112 @@ impl TextEncoder {
         Ok(out)
     }
 
-    /// Tokenizes and pads `texts` into one batch on `device`.
+    /// Tokenizes texts in parallel (special tokens added, each text cut to
+    /// [`Self::max_chars`] characters, then truncated to `max_len` tokens). Ignores the input
+    /// mode: see [`Self::encode_with_targets`].
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let cap = self.max_chars();
+        let inputs: Vec<tokenizers::EncodeInput<'_>> =
+            texts.iter().map(|t| clip(t, cap).into()).collect();
+        let encs = self.run(inputs, true, || what(texts))?;
+        self.finish(encs)
+    }
+
+    /// Tokenizes rows as the input mode says: with [`InputMode::Text`] exactly
+    /// [`Self::encode`] (`targets` unused); with [`InputMode::TextTarget`] a row whose target
+    /// is present (not null, not blank) becomes the pair (text, target) in the
+    /// [`PairStyle`], other rows single texts. The target survives truncation: the template
+    /// cuts longest-first (the text, unless the target is longer), the separator style cuts
+    /// only the text (the target is cut only when it alone does not fit).
+    pub fn encode_with_targets(
+        &self,
+        texts: &[&str],
+        targets: &[Option<&str>],
+    ) -> Result<Vec<Encoded>> {
+        if self.input == InputMode::Text {
+            return self.encode(texts);
+        }
+        if targets.len() != texts.len() {
+            return Err(Error::Invalid(format!(
+                "{} texts but {} targets",
+                texts.len(),
+                targets.len()
+            )));
+        }
+        let cap = self.max_chars();
+        let pairs: Vec<(&str, Option<&str>)> = texts
+            .iter()
+            .zip(targets)
+            .map(|(t, g)| (clip(t, cap), present(*g).map(|g| clip(g, cap))))
+            .collect();
+        match self.pair {
+            PairStyle::Template => {
+                let inputs: Vec<tokenizers::EncodeInput<'_>> = pairs
+                    .iter()
+                    .map(|&(t, g)| match g {
+                        Some(g) => (t, g).into(),
+                        None => t.into(),
+                    })
+                    .collect();
+                let encs = self.run(inputs, true, || what(texts))?;
+                self.finish(encs)
+            }
+            PairStyle::Separator => {
+                let joined: Vec<String> = pairs
+                    .iter()
+                    .map(|&(t, g)| match g {
+                        Some(g) => [t, TARGET_SEPARATOR, g].concat(),
+                        None => t.to_owned(),
+                    })
+                    .collect();
+                let inputs = joined.iter().map(|s| s.as_str().into()).collect();
+                let mut encs = Self::run_with(&self.untruncated, inputs, true, || what(texts))?;
+                for (enc, &(text, target)) in encs.iter_mut().zip(&pairs) {
+                    if enc.len() > self.max_len {
+                        *enc = match target {
+                            Some(target) => self.fit_target(text, target)?,
+                            None => self.run(vec![text.into()], true, || what(&[text]))?.remove(0),
+                        };
+                    }
+                }
+                self.finish(encs)
+            }
+        }
+    }
+
+    /// `text + TARGET_SEPARATOR + target` in at most `max_len` tokens, the text cut on one of
+    /// its own token boundaries (the longest prefix that fits).
+    fn fit_target(&self, text: &str, target: &str) -> Result<tokenizers::Encoding> {
+        let suffix = [TARGET_SEPARATOR, target].concat();
+        let what = || format!("cannot encode a text of {} bytes with its target", text.len());
+        let one = |s: &str, special: bool| -> Result<tokenizers::Encoding> {
+            let mut e = Self::run_with(&self.untruncated, vec![s.into()], special, what)?;
+            Ok(e.remove(0))
+        };
+        let n_suffix = one(&suffix, false)?.len();
+        let n_special = self.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let text_enc = one(text, false)?;
+        let offsets = text_enc.get_offsets();
+        let budget = self.max_len.saturating_sub(n_suffix + n_special);
+        // Retokenizing a cut word can take a token more than the prefix did: step back until
+        // the whole sequence fits.
+        for keep in (0..=budget.min(offsets.len().saturating_sub(1))).rev() {
+            let mut end = offsets[keep].0.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let enc = one(&[&text[..end], suffix.as_str()].concat(), true)?;
+            if enc.len() <= self.max_len {
+                return Ok(enc);
+            }
+        }
+        // The separator and target alone exceed max_len: right truncation cuts the target.
+        let joined = [text, suffix.as_str()].concat();
+        Ok(self.run(vec![joined.as_str().into()], true, what)?.remove(0))
+    }
+
+    /// Tokenizes and pads `texts` into one batch on `device` (single texts, see
+    /// [`Self::encode`]).
     pub fn batch(&self, texts: &[&str], device: Device) -> Result<Batch> {
         let enc = self.encode(texts)?;
         let refs: Vec<&Encoded> = enc.iter().collect();

@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pooling: None,
         gradient_checkpointing: false,
         bf16: false,
+        ..Default::default()
     };
     let saved = tempfile::tempdir()?;
     let model_dir = saved.path().join("model");

@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pooling: None,
         gradient_checkpointing: std::env::var_os("FINTUNE_CHECKPOINTING").is_some(),
         bf16: std::env::var("FINTUNE_PRECISION").is_ok_and(|p| p == "bf16"),
+        ..Default::default()
     };
     let t_load = Instant::now();
     let model = MultiTaskModel::new(dir.as_ref(), &spec, device)?;

@@ -128,6 +128,22 @@ pub enum Error {
         /// The member's model folder.
         path: PathBuf,
     },
+    /// `model.init` names a folder that cannot start this run.
+    #[error("model.init {dir}: {reason}")]
+    Init {
+        /// The init folder.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A model that reads targets (`--input text+target`) was given data without them.
+    #[error("{file}: no row has a value in column `{column}`, but the model was trained with input text+target (pass the target column with --target-col, or use a model trained with --input text)")]
+    MissingTargets {
+        /// The input file.
+        file: PathBuf,
+        /// The target column's name in the input.
+        column: String,
+    },
     /// An entry of a run folder is a symbolic link.
     #[error("{path} is a symbolic link; fintune does not write through links in a run folder (remove it)")]
     Symlink {

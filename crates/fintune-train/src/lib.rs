@@ -16,6 +16,7 @@
 //! - [`predict::Predictor`]: a saved model (or seed ensemble) that scores texts, batch by batch;
 //!   [`predict::Encoder`]: a backbone's sentence embeddings.
 //! - [`progress::Progress`]: progress rendering kept apart from the loop.
+//! - [`init`]: the warm start of a run's backbone from a saved model (`model.init`).
 //!
 //! ```no_run
 //! use fintune_train::{trainer, progress, TrainConfig};
@@ -42,6 +43,7 @@ pub mod config;
 pub mod ensemble;
 mod error;
 pub mod eval;
+pub mod init;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

@@ -12,7 +12,8 @@ use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use fintune_data::Dataset;
-use fintune_model::{MultiTaskModel, PaddingSide, Pooling, SavedModel, TextEncoder};
+use fintune_model::tokenize::present;
+use fintune_model::{InputMode, MultiTaskModel, PaddingSide, Pooling, SavedModel, TextEncoder};
 use serde::Serialize;
 use tch::Device;
 
@@ -35,6 +36,14 @@ fn string_column<'b>(input: &'b RecordBatch, name: &str) -> Result<&'b StringArr
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| Error::Config(format!("input batch has no string column `{name}`")))
+}
+
+/// The targets of a validated batch (None where null; all None without the column).
+pub fn batch_targets(input: &RecordBatch) -> Vec<Option<&str>> {
+    match input.column_by_name("target").and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
+        Some(col) => col.iter().collect(),
+        None => vec![None; input.num_rows()],
+    }
 }
 
 fn texts(input: &RecordBatch) -> Result<(Vec<String>, Vec<&str>)> {
@@ -173,7 +182,8 @@ impl Predictor {
         let extra: ModelExtra = serde_json::from_value(saved.extra.clone())
             .map_err(|e| Error::Json { path: dir.join("fintune.json"), source: e })?;
         let encoder =
-            TextEncoder::from_file(dir, saved.spec.max_len)?.with_padding_side(saved.padding_side);
+            TextEncoder::from_file(dir, saved.spec.max_len)?.with_padding_side(saved.padding_side)
+            .with_input(saved.spec.input);
         Ok(Predictor {
             model,
             members: vec![],
@@ -197,14 +207,30 @@ impl Predictor {
         self.saved.padding_side
     }
 
-    /// Tokenized examples of `texts` (scores from `scores`, NaN when absent).
+    /// Whether the model reads targets (it was trained with `--input text+target`).
+    pub fn reads_targets(&self) -> bool {
+        self.encoder.input() == InputMode::TextTarget
+    }
+
+    /// For a model that reads targets, an [`Error::MissingTargets`] naming `file` and `column`
+    /// when no row of `targets` has one (the column is absent or empty).
+    pub fn check_targets(&self, targets: &[Option<&str>], file: &Path, column: &str) -> Result<()> {
+        if self.reads_targets() && !targets.iter().any(|t| present(*t).is_some()) {
+            return Err(Error::MissingTargets { file: file.to_owned(), column: column.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Tokenized examples of `texts` with their `targets` (used when the model reads them;
+    /// scores from `scores`, NaN when absent).
     pub fn examples(
         &self,
         ids: &[&str],
         texts: &[&str],
+        targets: &[Option<&str>],
         scores: Option<&[f32]>,
     ) -> Result<Vec<Example>> {
-        let enc = self.encoder.encode(texts)?;
+        let enc = self.encoder.encode_with_targets(texts, targets)?;
         Ok(enc
             .into_iter()
             .enumerate()
@@ -243,11 +269,20 @@ impl Predictor {
     }
 
     /// Scores, classes and class probabilities for `texts` (an error when the model predicts
-    /// a non-finite value).
+    /// a non-finite value). Without targets: see [`Self::predict_with_targets`].
     pub fn predict(&self, texts: &[&str]) -> Result<Predictions> {
+        self.predict_with_targets(texts, &vec![None; texts.len()])
+    }
+
+    /// [`Self::predict`] for rows with targets (read when the model reads them).
+    pub fn predict_with_targets(
+        &self,
+        texts: &[&str],
+        targets: &[Option<&str>],
+    ) -> Result<Predictions> {
         let ids: Vec<String> = (0..texts.len()).map(|i| i.to_string()).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.run(&self.examples(&ids, texts, None)?)
+        self.run(&self.examples(&ids, texts, targets, None)?)
     }
 
     /// The metrics on a labelled dataset.
@@ -255,7 +290,7 @@ impl Predictor {
         let scores = ds.scores().ok_or_else(|| {
             Error::Config("evaluation needs labelled data (a score column)".into())
         })?;
-        let p = self.run(&self.examples(&ds.ids(), &ds.texts(), Some(scores))?)?;
+        let p = self.run(&self.examples(&ds.ids(), &ds.texts(), &ds.targets(), Some(scores))?)?;
         Ok(RegressionMetrics::of(self.extra.metrics.clone(), &p.score, scores, p.class.as_deref()))
     }
 
@@ -272,10 +307,11 @@ impl Predictor {
         Arc::new(Schema::new(fields))
     }
 
-    /// Predictions for one input batch (a validated batch with `id` and `text` columns).
+    /// Predictions for one input batch (a validated batch with `id` and `text` columns, and
+    /// `target` for a model that reads targets).
     pub fn predict_batch(&self, input: &RecordBatch) -> Result<PredictedBatch> {
         let (ids, texts) = texts(input)?;
-        let predictions = self.predict(&texts)?;
+        let predictions = self.predict_with_targets(&texts, &batch_targets(input))?;
         Ok(PredictedBatch { ids, predictions })
     }
 }

@@ -127,7 +127,7 @@ fn examples(
     rarity: &Rarity,
 ) -> Result<Vec<Example>> {
     let texts = ds.texts();
-    let encoded = enc.encode(&texts)?;
+    let encoded = enc.encode_with_targets(&texts, &ds.targets())?;
     let ids = ds.ids();
     Ok(encoded
         .into_iter()

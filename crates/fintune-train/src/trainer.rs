@@ -15,6 +15,7 @@ use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, PaddingSide, TextEnc
 use crate::batching::{epoch_batches, Example, TrainBatch};
 use crate::config::{Precision, Resolved, Strata, TrainConfig};
 use crate::eval::{evaluate, ModelExtra, Predictions};
+use crate::init::InitInfo;
 use crate::metrics::MetricsConfig;
 use crate::prepare::{self, Prepared};
 use crate::progress::{EpochView, Progress, StepView};
@@ -88,11 +89,13 @@ pub fn train(
     }
 
     // Data (nothing is written before it is read: a failed start leaves no folder behind).
-    let enc = TextEncoder::from_file(&raw.model.backbone, raw.model.max_len)?;
+    let enc =
+        TextEncoder::from_file(&raw.model.backbone, raw.model.max_len)?.with_input(raw.model.input);
     let prep = prepare::prepare(raw, &enc)?;
     log_data(raw, &prep, progress);
 
-    // Model.
+    // Model (a warm start's model is loaded first: the seeded heads are those of any run).
+    let init = raw.model.init.as_deref().map(|d| crate::init::load(d, cfg.device)).transpose()?;
     tch::manual_seed(raw.optim.seed as i64);
     let spec = ModelSpec {
         pooling: raw.model.pooling,
@@ -104,8 +107,13 @@ pub fn train(
         max_len: raw.model.max_len,
         gradient_checkpointing: raw.model.gradient_checkpointing,
         bf16: raw.optim.precision == Precision::Bf16,
+        input: raw.model.input,
     };
     let model = MultiTaskModel::new(&raw.model.backbone, &spec, cfg.device)?;
+    if let (Some(from), Some(dir)) = (init, &raw.model.init) {
+        let n = crate::init::apply(&model, &from, dir)?;
+        progress.message(&format!("backbone initialised from {} ({n} tensors)", dir.display()));
+    }
     let side = model.info().padding_side;
     let enc = enc.with_padding_side(side);
     let metrics_cfg = MetricsConfig {
@@ -314,6 +322,8 @@ fn finish(
     };
     state.finished = true;
     checkpoint::save(run, raw, &stepper.state_tensors(), state)?;
+    let init = raw.model.init.clone().zip(raw.model.init_sha256.clone());
+    let init = init.map(|(dir, sha256)| InitInfo { dir: prepare::absolute(&dir), sha256 });
     let metrics = RunMetrics {
         best_epoch,
         epochs_run: state.epochs_done,
@@ -340,6 +350,7 @@ fn finish(
             probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
             peak_rss_mib: run::peak_rss_mib(),
         },
+        init,
     };
     run::write_json(&run.metrics(), &metrics)?;
     let eval_set: (&str, &[Example], &Predictions) = match (&prep.test_ex, &test) {

@@ -101,6 +101,7 @@ fn tiny_roberta_training_step_gradients_match_pytorch() {
         max_len: 64,
         gradient_checkpointing: false,
         bf16: false,
+        ..Default::default()
     };
     let model = MultiTaskModel::new(&tiny_roberta(), &spec, Device::Cpu).unwrap();
     let params = model.parameters();

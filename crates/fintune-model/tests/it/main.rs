@@ -58,3 +58,45 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
     (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
 }
+
+/// Checks `TextEncoder::encode_with_targets` (input `text+target`) against
+/// `fixtures/goldens/pair_tokenizer.json` (`make_pair_goldens.py`) for `model`, at every
+/// max_len the golden holds; `encoder(max_len)` builds the encoder. Returns how many
+/// (max_len, row) cases matched.
+pub fn check_pair_golden(
+    model: &str,
+    encoder: impl Fn(usize) -> fintune_model::TextEncoder,
+) -> usize {
+    let g = golden_json("pair_tokenizer.json");
+    let rows = g["rows"].as_array().unwrap();
+    let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let targets: Vec<Option<&str>> = rows.iter().map(|r| r["target"].as_str()).collect();
+    let as_vec = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    };
+    let mut checked = 0;
+    for entry in g["tokenizers"].as_array().unwrap().iter().filter(|e| e["model"] == model) {
+        let max_len = entry["max_len"].as_u64().unwrap() as usize;
+        let enc = encoder(max_len).with_input(fintune_model::InputMode::TextTarget);
+        let got = enc.encode_with_targets(&texts, &targets).unwrap();
+        let refs: Vec<&fintune_model::Encoded> = got.iter().collect();
+        let batch = fintune_model::Batch::pad(
+            &refs,
+            enc.pad_id(),
+            fintune_model::PaddingSide::Right,
+            tch::Device::Cpu,
+        );
+        for (i, e) in got.iter().enumerate() {
+            let what = format!("{model}, max_len {max_len}, row {i} ({:?})", targets[i]);
+            assert_eq!(e.ids, as_vec(&entry["ids"][i]), "ids: {what}");
+            assert_eq!(e.type_ids, as_vec(&entry["type_ids"][i]), "token types: {what}");
+            let mask = as_vec(&entry["attention_mask"][i]);
+            let row = Vec::<i64>::try_from(batch.attention_mask.get(i as i64)).unwrap();
+            assert_eq!(&row[..mask.len()], mask.as_slice(), "attention mask: {what}");
+            assert!(row[mask.len()..].iter().all(|&m| m == 0), "padding masked: {what}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no golden entries for {model}");
+    checked
+}

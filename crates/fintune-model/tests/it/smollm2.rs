@@ -205,6 +205,27 @@ fn smollm2_greedy_continuation_and_logits_match_transformers() {
     assert!(continuation.contains("Paris"), "{continuation:?}");
 }
 
+/// `--input text+target` on a decoder: `text + "\nTarget: " + target`, the text cut on its own
+/// token boundaries so that the target survives max_len 16 (`make_pair_goldens.py`).
+#[test]
+fn smollm2_text_target_uses_the_separator_and_keeps_the_target() {
+    let dir = smollm2_dir();
+    let n = crate::check_pair_golden("SmolLM2-135M-Instruct", |l| {
+        TextEncoder::from_file(&dir, l).unwrap()
+    });
+    assert_eq!(n, 14);
+    let enc =
+        TextEncoder::from_file(&dir, 16).unwrap().with_input(fintune_model::InputMode::TextTarget);
+    assert_eq!(enc.pair_style(), fintune_model::PairStyle::Separator);
+    let long = "Shares of the company rose sharply after results. ".repeat(20);
+    let got = enc.encode_with_targets(&[long.as_str()], &[Some("Tesco PLC")]).unwrap().remove(0);
+    assert!(got.len() <= 16);
+    let ids: Vec<u32> = got.ids.iter().map(|&i| i as u32).collect();
+    let text = enc.tokenizer().decode(&ids, false).unwrap();
+    assert!(text.ends_with("\nTarget: Tesco PLC"), "{text:?}");
+    assert!(text.starts_with("Shares of the company"), "{text:?}");
+}
+
 #[test]
 fn smollm2_tokenizer_matches_llama_cpp_rules() {
     let r = reference();

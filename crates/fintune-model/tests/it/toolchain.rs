@@ -60,3 +60,34 @@ fn truncation_and_per_batch_padding() {
     let batch = enc.batch(&["up", "down"], Device::Cpu).unwrap();
     assert_eq!(batch.input_ids.size(), [2, 3], "padded to the longest text, not to 128");
 }
+
+/// `--input text+target` on MiniLM: `[CLS] text [SEP] target [SEP]` with token types 1 for
+/// the target, as `tokenizers`/`transformers` encode the pair; null and blank targets are
+/// single texts; at max_len 16 the long text is cut and the target kept.
+#[test]
+fn minilm_text_target_pairs_match_python_tokenizers() {
+    assert_eq!(
+        crate::check_pair_golden("all-MiniLM-L6-v2", |l| {
+            TextEncoder::from_file(&minilm_dir(), l).unwrap()
+        }),
+        14
+    );
+    let enc = TextEncoder::from_file(&minilm_dir(), 16)
+        .unwrap()
+        .with_input(fintune_model::InputMode::TextTarget);
+    let long = "revenue ".repeat(50);
+    let target = enc.encode(&["Tesco PLC"]).unwrap().remove(0).ids;
+    let got = enc.encode_with_targets(&[long.as_str()], &[Some("Tesco PLC")]).unwrap().remove(0);
+    assert_eq!(got.len(), 16);
+    // [CLS] revenue x ... [SEP] tesco plc [SEP]: the target's tokens end the sequence intact.
+    assert_eq!(got.ids[16 - target.len() + 1..], target[1..]);
+    assert_eq!(got.type_ids.iter().filter(|&&t| t == 1).count(), target.len() - 1);
+    // The input mode `text` ignores targets: the encodings of today, bit for bit.
+    let plain = TextEncoder::from_file(&minilm_dir(), 16).unwrap();
+    assert_eq!(
+        plain.encode_with_targets(&[long.as_str()], &[Some("Tesco PLC")]).unwrap(),
+        plain.encode(&[long.as_str()]).unwrap()
+    );
+    let err = enc.encode_with_targets(&["a", "b"], &[None]).unwrap_err().to_string();
+    assert!(err.contains("2 texts but 1 targets"), "{err}");
+}

@@ -70,6 +70,10 @@ struct ReadArgs {
     /// Column holding the group (rows of a group never straddle a split).
     #[arg(long, default_value = "group")]
     group_col: String,
+    /// Column holding the target (company, ticker; read by models trained with
+    /// --input text+target).
+    #[arg(long, default_value = "target")]
+    target_col: String,
     /// Keep the valid rows of bad input and report the skipped ones.
     #[arg(long)]
     skip_invalid: bool,
@@ -83,6 +87,7 @@ impl ReadArgs {
             .score_col(&self.score_col)
             .id_col(&self.id_col)
             .group_col(&self.group_col)
+            .target_col(&self.target_col)
             .skip_invalid(self.skip_invalid)
     }
 }

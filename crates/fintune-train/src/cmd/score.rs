@@ -9,7 +9,7 @@ use fintune_data::{read_dataset, BatchReader, SkipReport};
 use fintune_model::Pooling;
 use fintune_train::config::{DeviceSpec, ENCODE_MAX_LEN, PREDICT_BATCH_SIZE};
 use fintune_train::metrics::MetricReport;
-use fintune_train::predict::{Encoder, OutputBatch, Predictor};
+use fintune_train::predict::{batch_targets, Encoder, OutputBatch, Predictor};
 
 use super::io::{catch_interrupts, check_interrupt, check_output, input_path, Sink};
 use super::ReadArgs;
@@ -131,6 +131,8 @@ pub(super) fn eval(a: &EvalArgs) -> Result<ExitCode> {
     if !ds.skipped().is_empty() {
         eprintln!("{}", ds.skipped());
     }
+    let files = super::show(&a.data);
+    p.check_targets(&ds.targets(), std::path::Path::new(&files), &a.read.target_col)?;
     let r = p.evaluate(&ds)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -183,8 +185,14 @@ pub(super) fn predict(a: &PredictArgs) -> Result<ExitCode> {
     check_output(&a.input, &a.output)?;
     let p = load_predictor(&a.model, a.device, a.batch_size)?;
     let opts = a.read.options().labelled(false).batch_size(a.batch_size * 16);
-    let (rows, _) =
-        stream(&a.input, &a.output, &opts, p.output_schema(), |b| Ok(p.predict_batch(b)?))?;
+    let mut first = true;
+    let (rows, _) = stream(&a.input, &a.output, &opts, p.output_schema(), |b| {
+        if std::mem::take(&mut first) {
+            // The first batch decides (predict streams: it cannot look at the whole input).
+            p.check_targets(&batch_targets(b), &a.input, &a.read.target_col)?;
+        }
+        Ok(p.predict_batch(b)?)
+    })?;
     if a.output.as_os_str() != "-" {
         eprintln!("predicted {rows} rows into {}", a.output.display());
     }

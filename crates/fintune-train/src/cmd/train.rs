@@ -8,7 +8,7 @@ use clap::Args;
 use fintune_das::Classes;
 use fintune_data::Format;
 use fintune_dwa::WeightingSpec;
-use fintune_model::Probe;
+use fintune_model::{InputMode, Probe};
 use fintune_train::compare::{self, CompareConfig};
 use fintune_train::config::{DeviceSpec, Imbalance, Precision, Strata};
 use fintune_train::ensemble::{self, EnsembleOutcome};
@@ -66,6 +66,13 @@ pub(super) struct RunOverrides {
     /// Recompute layers in the backward pass (less memory).
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// What the model reads: text, or text+target (the target column as a second segment).
+    #[arg(long)]
+    input: Option<InputMode>,
+    /// Start the backbone from a saved run's model folder (RUN/model) instead of the
+    /// pretrained weights; the heads start fresh.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
 }
 
 impl RunOverrides {
@@ -92,6 +99,10 @@ impl RunOverrides {
         set!(c.optim.precision, self.precision);
         if self.gradient_checkpointing {
             c.model.gradient_checkpointing = true;
+        }
+        set!(c.model.input, self.input);
+        if self.init.is_some() {
+            c.model.init = self.init.clone();
         }
     }
 }
@@ -154,6 +165,9 @@ pub(super) struct TrainArgs {
     /// Column holding the group (default group).
     #[arg(long)]
     group_col: Option<String>,
+    /// Column holding the target (default target; read with --input text+target).
+    #[arg(long)]
+    target_col: Option<String>,
     /// Continue an interrupted run folder (with its own config.toml; other flags must not
     /// change it, --device and --threads aside).
     #[arg(long, value_name = "RUN")]
@@ -205,6 +219,7 @@ impl TrainArgs {
         set!(c.data.read.score_col, self.score_col);
         set!(c.data.read.id_col, self.id_col);
         set!(c.data.read.group_col, self.group_col);
+        set!(c.data.read.target_col, self.target_col);
     }
 }
 

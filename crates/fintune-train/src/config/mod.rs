@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use fintune_das::{Classes, DasConfig};
 use fintune_data::ReadOptions;
 use fintune_dwa::{WeightingConfig, WeightingSpec};
-use fintune_model::{HeadsConfig, LoraConfig, Pooling, Probe, Tuning};
+use fintune_model::{HeadsConfig, InputMode, LoraConfig, Pooling, Probe, Tuning};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::MetricsConfig;
@@ -83,6 +83,20 @@ pub struct ModelConfig {
     /// Recompute each layer in the backward pass instead of keeping its activations (less
     /// memory, about one more forward pass; needs the representation probe). Default false.
     pub gradient_checkpointing: bool,
+    /// What the model reads: `text`, or `text+target` (the target column as the second
+    /// segment of the tokenizer's pair template; a separator for decoders). Saved with the
+    /// model, so `predict`/`eval` encode alike. Default `text`.
+    #[serde(skip_serializing_if = "InputMode::is_text")]
+    pub input: InputMode,
+    /// A saved run's model folder (`RUN/model`) whose backbone weights (LoRA merged) replace
+    /// the pretrained ones before training; its base model must be `backbone`. The heads
+    /// start fresh. Default: none (see `crate::init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    /// SHA-256 of `init`'s weights, filled in when the run starts (a run resumed or reused
+    /// with other init weights differs in this key); when given, the folder must match it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_sha256: Option<String>,
 }
 
 /// Default backbone folder.
@@ -103,6 +117,9 @@ impl Default for ModelConfig {
             max_len: 128,
             heads: HeadsConfig::default(),
             gradient_checkpointing: false,
+            input: InputMode::Text,
+            init: None,
+            init_sha256: None,
         }
     }
 }
@@ -388,7 +405,9 @@ impl TrainConfig {
         {
             return Err(bad("task.rarity_bandwidth and task.bmse_sigma must be > 0".into()));
         }
-        Ok(Resolved { raw: self.clone(), tuning, device, position_limit, warnings })
+        let mut raw = self.clone();
+        raw.model.init_sha256 = crate::init::resolve(&self.model)?;
+        Ok(Resolved { raw, tuning, device, position_limit, warnings })
     }
 }
 

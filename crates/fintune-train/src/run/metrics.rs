@@ -133,4 +133,7 @@ pub struct RunMetrics {
     pub tuning: Tuning,
     /// Timing and memory.
     pub timing: Timing,
+    /// The saved model the backbone started from (`model.init`), with its weights' SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<crate::init::InitInfo>,
 }

@@ -6,6 +6,7 @@ mod defects;
 mod encode_goldens;
 mod recipes;
 mod tasks;
+mod input;
 mod training;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,7 @@ pub fn build_untrained() -> fintune_model::MultiTaskModel {
         max_len: 24,
         gradient_checkpointing: false,
         bf16: false,
+        ..Default::default()
     };
     fintune_model::MultiTaskModel::new(&minilm(), &spec, tch::Device::Cpu).unwrap()
 }
