@@ -201,6 +201,7 @@ fn tiny_model(family: &str, tuning: fintune_model::Tuning) -> MultiTaskModel {
         max_len: 16,
         gradient_checkpointing: false,
         bf16: false,
+        input: Default::default(),
     };
     tch::manual_seed(3);
     MultiTaskModel::new(&dir, &spec, tch::Device::Cpu).unwrap()
