@@ -154,6 +154,7 @@ fn lora_merge_keeps_evaluation_outputs() {
 /// including the embeddings).
 #[test]
 fn gradient_checkpointing_gives_the_same_gradients() {
+    let _serial = crate::serial();
     use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, Tuning};
     let g = golden("tiny_llama.safetensors");
     let batch = Batch::from_ids(

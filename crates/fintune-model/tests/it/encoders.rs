@@ -86,6 +86,7 @@ fn roberta_prefixed_checkpoint_keys_load_too() {
 
 #[test]
 fn tiny_roberta_training_step_gradients_match_pytorch() {
+    let _serial = crate::serial();
     let g = golden("tiny_roberta.safetensors");
     let meta = golden_json("tiny_roberta.json");
     let spec = ModelSpec {

@@ -23,6 +23,7 @@ const TEXTS: [&str; 4] = [
 
 #[test]
 fn outputs_have_the_right_shapes_and_dropout_only_in_training() {
+    let _serial = crate::serial();
     tch::manual_seed(1);
     let model =
         MultiTaskModel::new(&minilm_dir(), &spec(Some(5), Tuning::Full), Device::Cpu).unwrap();
@@ -41,6 +42,7 @@ fn outputs_have_the_right_shapes_and_dropout_only_in_training() {
 
 #[test]
 fn tuning_modes_select_the_trainable_parameters() {
+    let _serial = crate::serial();
     let dir = minilm_dir();
     let full = MultiTaskModel::new(&dir, &spec(Some(3), Tuning::Full), Device::Cpu).unwrap();
     let p = full.parameters();
@@ -73,6 +75,7 @@ fn tuning_modes_select_the_trainable_parameters() {
 
 #[test]
 fn frozen_backbone_still_exposes_a_differentiable_representation() {
+    let _serial = crate::serial();
     let model =
         MultiTaskModel::new(&minilm_dir(), &spec(Some(3), Tuning::Frozen), Device::Cpu).unwrap();
     let batch = model.text_encoder(&minilm_dir()).unwrap().batch(&TEXTS, Device::Cpu).unwrap();
@@ -85,6 +88,7 @@ fn frozen_backbone_still_exposes_a_differentiable_representation() {
 
 #[test]
 fn save_then_load_gives_bit_identical_outputs() {
+    let _serial = crate::serial();
     tch::manual_seed(3);
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("model");
@@ -121,6 +125,7 @@ fn save_then_load_gives_bit_identical_outputs() {
 
 #[test]
 fn a_truncated_saved_model_is_an_error() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("model");
     let model = MultiTaskModel::new(
@@ -145,6 +150,7 @@ fn a_truncated_saved_model_is_an_error() {
 
 #[test]
 fn tuning_parses_from_the_command_line_forms() {
+    let _serial = crate::serial();
     assert_eq!("full".parse::<Tuning>().unwrap(), Tuning::Full);
     assert_eq!("frozen".parse::<Tuning>().unwrap(), Tuning::Frozen);
     assert_eq!("top:2".parse::<Tuning>().unwrap(), Tuning::Top(2));
@@ -187,6 +193,7 @@ fn overfits_a_tiny_batch() {
 /// heads and pooled representation, LoRA adapters in float32.
 #[test]
 fn bf16_backbone_matches_float32_closely() {
+    let _serial = crate::serial();
     let dir = minilm_dir();
     let batch = TextEncoder::from_file(&dir, 128).unwrap().batch(&TEXTS, Device::Cpu).unwrap();
     let f32_model = MultiTaskModel::new(&dir, &spec(Some(3), Tuning::Full), Device::Cpu).unwrap();
@@ -228,6 +235,7 @@ fn bf16_backbone_matches_float32_closely() {
 
 #[test]
 fn extra_heads_keep_todays_names_and_draws_and_round_trip() {
+    let _serial = crate::serial();
     use fintune_model::ExtraHead;
     let dir = minilm_dir();
     tch::manual_seed(5);

@@ -106,6 +106,7 @@ fn mpnet_prefixed_checkpoint_keys_load_too() {
 /// torch.optim.AdamW step, against PyTorch.
 #[test]
 fn tiny_mpnet_training_step_matches_pytorch() {
+    let _serial = crate::serial();
     let g = golden("tiny_mpnet.safetensors");
     let meta = golden_json("tiny_mpnet.json");
     let model =
@@ -168,6 +169,7 @@ fn tiny_without_dropout() -> tempfile::TempDir {
 /// tuning and for LoRA on MPNet's q/k/v/o (the default targets).
 #[test]
 fn gradient_checkpointing_gives_the_same_gradients() {
+    let _serial = crate::serial();
     let dir = tiny_without_dropout();
     let g = golden("tiny_mpnet.safetensors");
     let batch = tiny_batch(&g);

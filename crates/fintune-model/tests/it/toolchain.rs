@@ -8,6 +8,7 @@ use crate::{golden_json, minilm_dir};
 
 #[test]
 fn tch_forward_and_backward_on_cpu() {
+    let _serial = crate::serial();
     tch::manual_seed(0);
     let x = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
     let w = Tensor::randn([3, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
