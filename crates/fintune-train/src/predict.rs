@@ -181,8 +181,8 @@ impl Predictor {
         let (model, saved) = MultiTaskModel::load(dir, device)?;
         let extra: ModelExtra = serde_json::from_value(saved.extra.clone())
             .map_err(|e| Error::Json { path: dir.join("fintune.json"), source: e })?;
-        let encoder =
-            TextEncoder::from_file(dir, saved.spec.max_len)?.with_padding_side(saved.padding_side)
+        let encoder = TextEncoder::from_file(dir, saved.spec.max_len)?
+            .with_padding_side(saved.padding_side)
             .with_input(saved.spec.input);
         Ok(Predictor {
             model,

@@ -4,9 +4,9 @@ mod cli;
 mod compare;
 mod defects;
 mod encode_goldens;
+mod input;
 mod recipes;
 mod tasks;
-mod input;
 mod training;
 
 use std::path::{Path, PathBuf};
