@@ -52,6 +52,7 @@ pub mod prepare;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod shard;
 pub mod stats;
 pub mod step;
 pub mod trainer;

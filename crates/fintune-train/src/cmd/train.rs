@@ -367,6 +367,10 @@ pub(super) struct CompareArgs {
     #[command(flatten)]
     run: RunOverrides,
     /// K/N: run every N-th run starting at K (0-based), to share the matrix between processes.
+    /// Without it the shard comes from the scheduler when there is one (a Slurm job array's
+    /// SLURM_ARRAY_TASK_ID, a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with FINTUNE_SHARDS,
+    /// torchrun's RANK/WORLD_SIZE); `none` runs the whole list whatever the environment says
+    /// (the collecting run after an array).
     #[arg(long)]
     shard: Option<String>,
     /// Keep every finished run's model/ folder (by default only the metrics, history, plots
@@ -402,13 +406,14 @@ fn select<T>(
     Ok(())
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let (k, n) = s.split_once('/').context("--shard takes K/N, e.g. 0/2")?;
-    let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
-    if n == 0 || k >= n {
-        bail!("--shard K/N needs 0 <= K < N, got {s}");
-    }
-    Ok((k, n))
+/// `--shard K/N`, `--shard none`, or the scheduler's shard (see `fintune_train::shard`).
+fn resolve_shard(flag: Option<&str>) -> Result<Option<fintune_train::shard::Shard>> {
+    use fintune_train::shard::Shard;
+    Ok(match flag {
+        Some("none") => None,
+        Some(s) => Some(Shard::parse(s)?),
+        None => Shard::from_env()?,
+    })
 }
 
 pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
@@ -455,7 +460,11 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
     if seeds.is_empty() {
         bail!("--seeds must be at least 1");
     }
-    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let shard = resolve_shard(a.shard.as_deref())?;
+    if let Some(s) = &shard {
+        eprintln!("compare: {s}");
+    }
+    let shard = shard.map(|s| (s.index, s.count));
     if !a.data_root.is_dir() {
         bail!(
             "{} is not a folder: pass --data-root with the shared data sets",

@@ -331,3 +331,39 @@ fn compare_command_line_checks_folds_and_knows_pooled_methods() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("unknown method `nope`") && out.contains("single-pooled"), "{out}");
 }
+
+#[test]
+fn compare_takes_its_shard_from_the_scheduler_and_refuses_a_bad_one() {
+    let fintune = || {
+        let mut c = assert_cmd::Command::cargo_bin("fintune").unwrap();
+        c.current_dir(root());
+        for v in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX", "RANK", "WORLD_SIZE"] {
+            c.env_remove(v);
+        }
+        c
+    };
+    let stderr = |c: &mut assert_cmd::Command| {
+        String::from_utf8(c.assert().failure().get_output().stderr.clone()).unwrap()
+    };
+    // A Slurm array task past the array's count: refused before anything runs.
+    let out = stderr(
+        fintune()
+            .args(["compare", "--data-root", "fixtures", "--out", "/nonexistent/never-written"])
+            .env("SLURM_ARRAY_TASK_ID", "4")
+            .env("SLURM_ARRAY_TASK_COUNT", "4"),
+    );
+    assert!(out.contains("SLURM_ARRAY_TASK_ID") && out.contains("index 4 of 4"), "{out}");
+    // A Kubernetes index without the completion count.
+    let out = stderr(
+        fintune()
+            .args(["compare", "--data-root", "fixtures"])
+            .env("JOB_COMPLETION_INDEX", "1")
+            .env_remove("FINTUNE_SHARDS"),
+    );
+    assert!(out.contains("FINTUNE_SHARDS") && out.contains("not set"), "{out}");
+    // The flag wins over the environment, and is checked.
+    let out = stderr(
+        fintune().args(["compare", "--shard", "2/2", "--data-root", "fixtures"]).env("RANK", "0"),
+    );
+    assert!(out.contains("--shard") && out.contains("0 <= K < N"), "{out}");
+}
