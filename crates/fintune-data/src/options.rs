@@ -108,6 +108,11 @@ pub struct ReadOptions {
     pub batch_size: usize,
     /// How rows without a group get one in [`crate::Dataset::groups`].
     pub default_group: DefaultGroup,
+    /// Class names: when not empty, the score column holds one of these names per row (e.g.
+    /// `negative`, `neutral`, `positive`) and the validated score is its 0-based position in
+    /// this list. Default: empty (numeric scores).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl Default for ReadOptions {
@@ -125,6 +130,7 @@ impl Default for ReadOptions {
             skip_invalid: false,
             batch_size: 8192,
             default_group: DefaultGroup::default(),
+            labels: Vec::new(),
         }
     }
 }
@@ -220,6 +226,17 @@ impl ReadOptions {
         self
     }
 
+    /// Reads the score column as class names: the score of a row is the position of its name
+    /// in `names`; any other value is an [`crate::ProblemKind::UnknownLabel`] problem. The
+    /// score range becomes `[0, names.len() - 1]`.
+    pub fn labels<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.labels = names.into_iter().map(Into::into).collect();
+        if !self.labels.is_empty() {
+            self.score_range = ScoreRange::new(0.0, (self.labels.len() - 1) as f32);
+        }
+        self
+    }
+
     /// The mapped input column names in the order id, text, score, target, source, group.
     pub(crate) fn column_names(&self) -> [&str; 6] {
         [
@@ -237,6 +254,17 @@ impl ReadOptions {
         self.score_range.check()?;
         if self.batch_size == 0 {
             return Err(Error::InvalidOption("batch size must be at least 1".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.labels {
+            if l.trim().is_empty() || l.trim() != l {
+                return Err(Error::InvalidOption(format!(
+                    "class name {l:?} is empty or has surrounding spaces"
+                )));
+            }
+            if !seen.insert(l.as_str()) {
+                return Err(Error::InvalidOption(format!("class name {l:?} is listed twice")));
+            }
         }
         let names = self.column_names();
         for (i, name) in names.iter().enumerate() {

@@ -37,6 +37,8 @@ pub enum ProblemKind {
     NonFiniteScore,
     /// The score is outside the declared range.
     ScoreOutOfRange,
+    /// A class-name score column ([`crate::ReadOptions::labels`]) holds a name not declared.
+    UnknownLabel,
     /// The id was already used by an earlier row (in any of the files read together).
     DuplicateId,
     /// The record cannot be parsed at all (invalid JSON, not an object, wrong number of CSV

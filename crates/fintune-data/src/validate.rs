@@ -208,6 +208,7 @@ impl BatchBuilder {
 pub(crate) struct Validator {
     names: [String; 6],
     range: ScoreRange,
+    labels: Vec<String>,
     labelled: bool,
     files: Vec<PathBuf>,
     ids: IdSet,
@@ -232,6 +233,7 @@ impl Validator {
         Validator {
             names: opts.column_names().map(str::to_string),
             range: opts.score_range,
+            labels: opts.labels.clone(),
             labelled: opts.labelled,
             files: Vec::new(),
             ids: IdSet::default(),
@@ -461,6 +463,32 @@ impl Validator {
                 Ok(None)
             }
         };
+        if !self.labels.is_empty() {
+            return match cell {
+                ScoreCell::Absent => missing("missing"),
+                ScoreCell::Null => missing("null"),
+                ScoreCell::Bad(kind, message) => Err((kind, message)),
+                ScoreCell::Text(s) if s.trim().is_empty() => missing("empty"),
+                ScoreCell::Text(s) => match self.labels.iter().position(|l| l == s.trim()) {
+                    Some(i) => Ok(Some(i as f32)),
+                    None => Err((
+                        ProblemKind::UnknownLabel,
+                        format!(
+                            "{} is not a declared class (expected one of {})",
+                            quote_short(s.trim()),
+                            self.labels.join(", ")
+                        ),
+                    )),
+                },
+                ScoreCell::Num(v) => Err((
+                    ProblemKind::WrongType,
+                    format!(
+                        "expected a class name (one of {}), found the number {v}",
+                        self.labels.join(", ")
+                    ),
+                )),
+            };
+        }
         let value = match cell {
             ScoreCell::Absent => return missing("missing"),
             ScoreCell::Null => return missing("null"),

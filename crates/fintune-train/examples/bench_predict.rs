@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         strat: None,
         rarity: Rarity::fit(&[-0.5, 0.0, 0.5], Rarity::DEFAULT_BANDWIDTH)?,
         metrics: MetricsConfig::default(),
+        fusion: None,
     };
     MultiTaskModel::new(dir.as_ref(), &spec, Device::Cpu)?
         .save(&model_dir, serde_json::to_value(&extra)?)?;

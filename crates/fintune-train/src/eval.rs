@@ -43,6 +43,35 @@ impl Predictions {
     }
 }
 
+/// Prediction fusion (soft ordinal runs): the final score is `(1 - mix) r + mix E[m]`, with
+/// `r` the regression head's score and `E[m]` the classification head's expected class mean
+/// (fintune-das `fuse`); `mix` was picked on the validation data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fusion {
+    /// The mix (0: the regression head alone).
+    pub mix: f64,
+    /// The mean training score of each class.
+    pub class_means: Vec<f64>,
+    /// Validation MSE of every mix of the grid, `(mix, mse)`.
+    pub grid: Vec<(f64, f64)>,
+}
+
+impl Predictions {
+    /// Replaces the scores with the fused scores of `fusion` (nothing without one).
+    pub fn fuse(&mut self, fusion: Option<&Fusion>) -> Result<()> {
+        let Some(f) = fusion else { return Ok(()) };
+        let probs = self
+            .probs
+            .as_ref()
+            .ok_or_else(|| Error::Config("prediction fusion needs a classification head".into()))?;
+        for (s, p) in self.score.iter_mut().zip(probs) {
+            let p: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
+            *s = fintune_das::fuse(f64::from(*s), &p, &f.class_means, f.mix)? as f32;
+        }
+        Ok(())
+    }
+}
+
 /// Runs `model` in evaluation mode over `examples` (in their order). Errors on a non-finite
 /// prediction.
 pub fn predict_examples(
@@ -116,6 +145,9 @@ pub struct ModelExtra {
     pub rarity: Rarity,
     /// The metric settings (with the class thresholds).
     pub metrics: MetricsConfig,
+    /// Prediction fusion, when the run picked a mix above 0 on validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<Fusion>,
 }
 
 #[cfg(test)]

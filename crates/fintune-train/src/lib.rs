@@ -43,6 +43,7 @@ pub mod config;
 pub mod ensemble;
 mod error;
 pub mod eval;
+pub mod further;
 pub mod init;
 pub mod metrics;
 pub mod optim;

@@ -140,6 +140,8 @@ pub struct Predictor {
     pub model: MultiTaskModel,
     /// An ensemble's other members (empty for one model).
     pub members: Vec<MultiTaskModel>,
+    /// The prediction fusion of `model` and of each member, in that order.
+    pub fusions: Vec<Option<crate::eval::Fusion>>,
     /// Its `fintune.json`.
     pub saved: SavedModel,
     /// The stratification, rarity model and metric settings it was trained with.
@@ -161,6 +163,7 @@ impl Predictor {
             }
             let (first, first_dir) = loaded.remove(0);
             let mut members = Vec::with_capacity(loaded.len());
+            let mut fusions = first.fusions.clone();
             for (p, d) in loaded {
                 let same = p.saved.spec.max_len == first.saved.spec.max_len
                     && p.saved.padding_side == first.saved.padding_side
@@ -174,9 +177,10 @@ impl Predictor {
                         d.display()
                     )));
                 }
+                fusions.push(p.extra.fusion.clone());
                 members.push(p.model);
             }
-            return Ok(Predictor { members, ..first });
+            return Ok(Predictor { members, fusions, ..first });
         }
         let (model, saved) = MultiTaskModel::load(dir, device)?;
         let extra: ModelExtra = serde_json::from_value(saved.extra.clone())
@@ -187,6 +191,7 @@ impl Predictor {
         Ok(Predictor {
             model,
             members: vec![],
+            fusions: vec![extra.fusion.clone()],
             saved,
             extra,
             encoder,
@@ -245,6 +250,7 @@ impl Predictor {
                         _ => 0,
                     },
                     rarity: 1.0,
+                    src: 0,
                 }
             })
             .collect())
@@ -253,13 +259,16 @@ impl Predictor {
     /// Predictions for tokenized examples: the model's, or the mean of an ensemble's members'.
     pub fn predict_examples(&self, ex: &[Example]) -> Result<Predictions> {
         let (pad, side) = (self.encoder.pad_id(), self.side());
-        let first = predict_examples(&self.model, ex, self.batch_size, pad, side)?;
+        let mut first = predict_examples(&self.model, ex, self.batch_size, pad, side)?;
+        first.fuse(self.fusions[0].as_ref())?;
         if self.members.is_empty() {
             return Ok(first);
         }
         let mut all = vec![first];
-        for m in &self.members {
-            all.push(predict_examples(m, ex, self.batch_size, pad, side)?);
+        for (m, f) in self.members.iter().zip(&self.fusions[1..]) {
+            let mut p = predict_examples(m, ex, self.batch_size, pad, side)?;
+            p.fuse(f.as_ref())?;
+            all.push(p);
         }
         Ok(crate::ensemble::average(&all))
     }

@@ -140,6 +140,7 @@ fn examples(
                 score,
                 class: if score.is_finite() { strat.map_or(0, |s| s.assign(score)) } else { 0 },
                 rarity: if score.is_finite() { rarity.weight(score) } else { 1.0 },
+                src: 0,
             }
         })
         .collect())

@@ -23,20 +23,12 @@ use ndarray::ArrayView1;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batching::TrainBatch;
-use crate::config::{Imbalance, Resolved};
+use crate::config::{Imbalance, Resolved, TaskLoss};
+use crate::further::{HeadRef, StepTask};
 use crate::optim::{AdamW, AdamWConfig, GroupRates, LayerDecay, LinearSchedule};
 use crate::prepare::Prepared;
 use crate::run::history::{StepRecord, TaskStep};
 use crate::{Error, Result};
-
-/// The names of the tasks of a run with `n` tasks (1: single-task regression), in order: the
-/// per-task columns of `history.csv` and the order of every per-task vector.
-pub fn task_names(n: usize) -> &'static [&'static str] {
-    &TASKS[..n.clamp(1, TASKS.len())]
-}
-
-/// The tasks this trainer knows: the score regression and the score-class classification.
-pub const TASKS: [&str; 2] = ["reg", "cls"];
 
 /// The training step: model, optimiser, weighting and the loss settings.
 pub struct MultiTaskStep<'a> {
@@ -52,6 +44,10 @@ pub struct MultiTaskStep<'a> {
     class_freq: Vec<f64>,
     clip: f64,
     tasks: usize,
+    step_tasks: Vec<StepTask>,
+    extra_heads: usize,
+    /// `dwa-main`: per-sample rarity weights of the main task's MSE.
+    main_sample_weights: Option<fintune_dwa::SampleWeightConfig>,
     total_steps: u64,
     peak_lr: f64,
 }
@@ -70,24 +66,41 @@ impl std::fmt::Debug for MultiTaskStep<'_> {
 /// What the step needs to know of the data.
 #[derive(Debug, Clone, Copy)]
 pub struct StepData<'p> {
-    /// Number of tasks (1 or 2).
-    pub tasks: usize,
-    /// Training share of each class (empty for single-task).
+    /// The tasks, in order (the main task first; see [`crate::further::step_tasks`]).
+    pub tasks: &'p [StepTask],
+    /// Training share of each score class of the main task (empty without classes).
     pub class_freq: &'p [f64],
-    /// Cross-entropy class weights.
+    /// Cross-entropy class weights of the main task's score classes.
     pub class_weights: Option<&'p [f32]>,
-    /// Number of training examples (for the schedule's length).
-    pub train_examples: usize,
+    /// Batches per epoch (for the schedule's length).
+    pub steps_per_epoch: usize,
 }
 
 impl<'p> StepData<'p> {
-    /// What `prep` gives the step.
-    pub fn of(prep: &'p Prepared) -> Self {
+    /// What `prep` gives the step, with `tasks` and `steps_per_epoch` batches per epoch.
+    pub fn of(prep: &'p Prepared, tasks: &'p [StepTask], steps_per_epoch: usize) -> Self {
         StepData {
-            tasks: if prep.strat.is_some() { 2 } else { 1 },
+            tasks,
             class_freq: &prep.class_freq,
             class_weights: prep.class_weights.as_deref(),
-            train_examples: prep.train_ex.len(),
+            steps_per_epoch,
+        }
+    }
+}
+
+/// The outputs of every head on one batch.
+struct HeadOuts {
+    score: Tensor,
+    logits: Option<Tensor>,
+    extra: Vec<Tensor>,
+}
+
+impl HeadOuts {
+    fn of(&self, h: HeadRef) -> &Tensor {
+        match h {
+            HeadRef::Main => &self.score,
+            HeadRef::Cls => self.logits.as_ref().expect("a task on the classification head"),
+            HeadRef::Extra(i) => &self.extra[i],
         }
     }
 }
@@ -146,10 +159,23 @@ impl<'a> MultiTaskStep<'a> {
                 },
             },
         );
-        let tasks = data.tasks;
-        let total_steps = (data.train_examples.div_ceil(o.batch_size) * o.epochs) as u64;
+        let tasks = data.tasks.len();
+        let total_steps = (data.steps_per_epoch * o.epochs) as u64;
+        let extra_heads = model.spec().heads.extra.len();
+        let mixed = data.tasks.iter().any(|t| t.src != 0);
+        if (extra_heads > 0 || mixed) && task.probe != Probe::Representation {
+            return Err(Error::Config(format!(
+                "task.probe = {:?}: runs with further tasks measure gradients at the \
+                 representation only; use --probe representation",
+                task.probe
+            )));
+        }
+        let mut wcfg = cfg.raw.weighting.clone();
+        if wcfg.task_kinds.is_none() && tasks > 1 {
+            wcfg.task_kinds = Some(data.tasks.iter().map(StepTask::kind).collect());
+        }
         // Built (and so checked) even for single-task runs, which then weight their one task 1.
-        let weighting = task.weighting.build_with(tasks.max(2), &cfg.raw.weighting)?;
+        let weighting = task.weighting.build_with(tasks.max(2), &wcfg)?;
         let weighting = if tasks == 1 { WeightingSpec::Equal.build(1)? } else { weighting };
         let probe_params = if tasks > 1 && task.probe != Probe::Representation {
             model.probe_parameters(task.probe)?
@@ -174,6 +200,10 @@ impl<'a> MultiTaskStep<'a> {
             class_freq: data.class_freq.to_vec(),
             clip: o.clip,
             tasks,
+            step_tasks: data.tasks.to_vec(),
+            extra_heads,
+            main_sample_weights: (tasks > 1 && task.weighting == WeightingSpec::DwaMain)
+                .then(|| cfg.raw.weighting.dwa_main.sample_weights.clone()),
             total_steps,
             peak_lr,
         })
@@ -190,38 +220,90 @@ fn scalar(t: &Tensor) -> f64 {
 }
 
 impl MultiTaskStep<'_> {
-    fn reg_loss(&self, score: &Tensor, b: &TrainBatch) -> Tensor {
-        match self.imbalance {
-            Imbalance::None => score.mse_loss(&b.scores, Reduction::Mean),
-            Imbalance::Lds => ((score - &b.scores).square() * &b.rarity).mean(Kind::Float),
-            Imbalance::Bmse => {
-                // Ren et al. 2022, batch-based Monte-Carlo: logits_ij = -(p_i - y_j)^2 / 2s^2,
-                // cross-entropy towards the diagonal, scaled by the detached 2s^2.
-                let var2 = self.bmse_sigma.as_ref().expect("bmse has a sigma").square() * 2.0;
-                let diff = score.unsqueeze(1) - b.scores.unsqueeze(0);
-                let logits = -(diff.square() / &var2);
-                let target = Tensor::arange(score.size()[0], (Kind::Int64, score.device()));
-                logits.cross_entropy_for_logits(&target) * var2.detach()
+    fn bmse_loss(&self, score: &Tensor, y: &Tensor) -> Tensor {
+        // Ren et al. 2022, batch-based Monte-Carlo: logits_ij = -(p_i - y_j)^2 / 2s^2,
+        // cross-entropy towards the diagonal, scaled by the detached 2s^2.
+        let var2 = self.bmse_sigma.as_ref().expect("bmse has a sigma").square() * 2.0;
+        let diff = score.unsqueeze(1) - y.unsqueeze(0);
+        let logits = -(diff.square() / &var2);
+        let target = Tensor::arange(score.size()[0], (Kind::Int64, score.device()));
+        logits.cross_entropy_for_logits(&target) * var2.detach()
+    }
+
+    /// Task `t`'s loss on its rows of `b` (the whole batch when every row is its own).
+    fn task_loss(&self, t: &StepTask, outs: &HeadOuts, b: &TrainBatch) -> Result<Tensor> {
+        let out = outs.of(t.head);
+        let rows = b.rows_of(t.src);
+        if rows.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(out.sum(Kind::Float) * 0.0);
+        }
+        let idx = rows.as_ref().map(|r| Tensor::from_slice(r).to_device(out.device()));
+        let sel = |x: &Tensor| match &idx {
+            None => x.shallow_clone(),
+            Some(i) => x.index_select(0, i),
+        };
+        let pred = sel(out);
+        Ok(match (t.classes, &t.soft) {
+            (None, _) => {
+                let y = sel(&b.scores);
+                match t.loss {
+                    TaskLoss::Mse if t.src == 0 && self.main_sample_weights.is_some() => {
+                        let rarity: Vec<f64> = match &rows {
+                            None => b.rarity_host.iter().map(|&r| f64::from(r)).collect(),
+                            Some(r) => {
+                                r.iter().map(|&i| f64::from(b.rarity_host[i as usize])).collect()
+                            }
+                        };
+                        let cfg = self.main_sample_weights.as_ref().expect("checked");
+                        let w: Vec<f32> = fintune_dwa::rarity_sample_weights(&rarity, cfg)?
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect();
+                        let w = Tensor::from_slice(&w).to_device(pred.device());
+                        ((&pred - &y).square() * w).mean(Kind::Float)
+                    }
+                    TaskLoss::Lds => ((&pred - &y).square() * sel(&b.rarity)).mean(Kind::Float),
+                    TaskLoss::Bmse => self.bmse_loss(&pred, &y),
+                    _ => pred.mse_loss(&y, Reduction::Mean),
+                }
             }
-        }
+            (Some(_), None) => {
+                let w = if t.src == 0 { self.class_weights.as_ref() } else { None };
+                pred.cross_entropy_loss(&sel(&b.classes), w, Reduction::Mean, -100, 0.0)
+            }
+            (Some(k), Some((thresholds, sigma))) => {
+                let mut q = Vec::with_capacity(pred.size()[0] as usize * k);
+                let picked: Vec<usize> = match &rows {
+                    None => (0..b.len()).collect(),
+                    Some(r) => r.iter().map(|&i| i as usize).collect(),
+                };
+                for i in picked {
+                    let row = fintune_das::soft_targets(thresholds, b.scores_host[i], *sigma)
+                        .map_err(|e| Error::Config(format!("task `{}`: {e}", t.name)))?;
+                    q.extend(row.iter().map(|&v| v as f32));
+                }
+                let q = Tensor::from_slice(&q).view([-1, k as i64]).to_device(pred.device());
+                -(q * pred.log_softmax(-1, Kind::Float))
+                    .sum_dim_intlist(1, false, Kind::Float)
+                    .mean(Kind::Float)
+            }
+        })
     }
 
-    fn cls_loss(&self, logits: &Tensor, b: &TrainBatch) -> Tensor {
-        logits.cross_entropy_loss(
-            &b.classes,
-            self.class_weights.as_ref(),
-            Reduction::Mean,
-            -100,
-            0.0,
-        )
+    fn losses(&self, outs: &HeadOuts, b: &TrainBatch) -> Result<Vec<Tensor>> {
+        self.step_tasks.iter().map(|t| self.task_loss(t, outs, b)).collect()
     }
 
-    fn losses(&self, score: &Tensor, logits: Option<&Tensor>, b: &TrainBatch) -> Vec<Tensor> {
-        let mut l = vec![self.reg_loss(score, b)];
-        if let Some(lg) = logits {
-            l.push(self.cls_loss(lg, b));
+    /// Every head's outputs without dropout (the losses after a step).
+    fn eval_outs(&self, b: &TrainBatch) -> HeadOuts {
+        if self.extra_heads == 0 {
+            let out = self.model.forward_t(&b.inputs, false);
+            HeadOuts { score: out.score, logits: out.logits, extra: vec![] }
+        } else {
+            let z = self.model.forward_backbone(&b.inputs, false);
+            let (score, logits) = self.model.forward_heads(&z, false);
+            HeadOuts { score, logits, extra: self.model.forward_extra_heads(&z, false) }
         }
-        l
     }
 
     /// Runs one training step on `b` (0-based `epoch`, `global_step` steps done before).
@@ -241,11 +323,13 @@ impl MultiTaskStep<'_> {
             let pooled = self.model.forward_backbone(&b.inputs, true);
             let ph = pooled.detach().set_requires_grad(true);
             let (score, logits) = self.model.forward_heads(&ph, true);
-            let losses = self.losses(&score, logits.as_ref(), b);
+            let extra = self.model.forward_extra_heads(&ph, true);
+            let losses = self.losses(&HeadOuts { score, logits, extra }, b)?;
             (Some(pooled), Some(ph), losses)
         } else {
             let out = self.model.forward_t(&b.inputs, true);
-            let losses = self.losses(&out.score, out.logits.as_ref(), b);
+            let outs = HeadOuts { score: out.score, logits: out.logits, extra: vec![] };
+            let losses = self.losses(&outs, b)?;
             (None, None, losses)
         };
         let loss_vals: Vec<f64> = losses.iter().map(scalar).collect();
@@ -285,10 +369,16 @@ impl MultiTaskStep<'_> {
         let (weights, terms, combined) = if self.tasks == 1 {
             (vec![1.0], vec![], None)
         } else {
-            let rarity: Vec<f64> = b.rarity_host.iter().map(|&r| f64::from(r)).collect();
-            let mut hist = vec![0u64; self.class_freq.len()];
-            for &c in &b.classes_host {
-                hist[c] += 1;
+            // The batch characteristics are the main task's rows'; without score classes the
+            // classification term sees one class (rarity 1).
+            let main_rows: Vec<usize> = (0..b.len()).filter(|&i| b.src_host[i] == 0).collect();
+            let rarity: Vec<f64> = main_rows.iter().map(|&i| f64::from(b.rarity_host[i])).collect();
+            let one = [1.0];
+            let class_freq: &[f64] =
+                if self.class_freq.is_empty() { &one } else { &self.class_freq };
+            let mut hist = vec![0u64; class_freq.len()];
+            for &i in &main_rows {
+                hist[if self.class_freq.is_empty() { 0 } else { b.classes_host[i] }] += 1;
             }
             let views: Vec<ArrayView1<'_, f32>> =
                 flat.iter().map(|v| ArrayView1::from(v.as_slice())).collect();
@@ -301,7 +391,7 @@ impl MultiTaskStep<'_> {
                 obs = obs.with_batch(BatchCharacteristics {
                     rarity: &rarity,
                     class_histogram: &hist,
-                    class_frequencies: &self.class_freq,
+                    class_frequencies: class_freq,
                 });
             }
             if need_vecs {
@@ -359,10 +449,10 @@ impl MultiTaskStep<'_> {
         self.opt.step(factor);
 
         if self.tasks > 1 && self.weighting.needs_post_step_losses() {
-            let after: Vec<f64> = tch::no_grad(|| {
-                let out = self.model.forward_t(&b.inputs, false);
-                self.losses(&out.score, out.logits.as_ref(), b).iter().map(scalar).collect()
-            });
+            let after: Vec<f64> = tch::no_grad(|| -> Result<Vec<f64>> {
+                let outs = self.eval_outs(b);
+                Ok(self.losses(&outs, b)?.iter().map(scalar).collect())
+            })?;
             self.weighting.after_step(&after)?;
         }
 
@@ -386,6 +476,11 @@ impl MultiTaskStep<'_> {
     /// The number of tasks.
     pub fn tasks(&self) -> usize {
         self.tasks
+    }
+
+    /// The tasks' names, in order (the per-task columns of `history.csv`).
+    pub fn task_names(&self) -> Vec<&str> {
+        self.step_tasks.iter().map(|t| t.name.as_str()).collect()
     }
 
     /// The weighting's term columns of `history.csv` (empty for single-task runs).

@@ -12,9 +12,10 @@ use fintune_das::Stratification;
 use fintune_dwa::EpochObservation;
 use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, PaddingSide, TextEncoder};
 
-use crate::batching::{epoch_batches, Example, TrainBatch};
+use crate::batching::{mixed_epoch_batches, task_slots, AuxStream, Example, TrainBatch};
 use crate::config::{Precision, Resolved, Strata, TrainConfig};
-use crate::eval::{evaluate, ModelExtra, Predictions};
+use crate::eval::{evaluate, Fusion, ModelExtra, Predictions};
+use crate::further::FurtherInfo;
 use crate::init::InitInfo;
 use crate::metrics::MetricsConfig;
 use crate::prepare::{self, Prepared};
@@ -23,7 +24,7 @@ use crate::run::checkpoint::{self, TrainerState};
 use crate::run::history::{self, HistoryWriter};
 use crate::run::metrics::{DataInfo, EpochLog, Method, RunMetrics, StrataInfo, Timing};
 use crate::run::{self, RunDir};
-use crate::step::{task_names, MultiTaskStep, StepData};
+use crate::step::{MultiTaskStep, StepData};
 use crate::{Error, Result};
 
 /// Options of one invocation (not part of the run's configuration).
@@ -52,6 +53,16 @@ pub enum Outcome {
 /// The loop's view of everything [`train`] set up.
 struct Setup<'a> {
     cfg: &'a Resolved,
+    /// The configuration as declared (run folder, checkpoint and report).
+    declared: &'a TrainConfig,
+    /// The training examples of every task: the main task's (`prep.train_ex`) first.
+    train_all: &'a [Example],
+    /// The main task's rows per batch.
+    main_slots: usize,
+    /// The further tasks' examples and rows per batch.
+    streams: &'a [AuxStream],
+    /// Pick a prediction fusion on validation at the end (soft ordinal classes).
+    fuse: bool,
     run: &'a RunDir,
     prep: &'a Prepared,
     model: &'a MultiTaskModel,
@@ -70,16 +81,18 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let wall = Instant::now();
-    let cfg = cfg.resolve()?.raw.runnable()?.resolve()?;
+    let declared = cfg.resolve()?.raw;
+    let plan = declared.plan()?;
+    let cfg = plan.core.resolve()?;
     let raw = &cfg.raw;
     for w in &cfg.warnings {
         progress.message(&format!("warning: {w}"));
     }
     let run = RunDir::new(root);
     let notes = if opts.resume {
-        run.prepare_resume(raw)?
+        run.prepare_resume(&declared)?
     } else {
-        run.prepare_fresh(raw, opts.overwrite)?
+        run.prepare_fresh(&declared, opts.overwrite)?
     };
     for n in notes {
         progress.message(&n);
@@ -91,8 +104,55 @@ pub fn train(
     // Data (nothing is written before it is read: a failed start leaves no folder behind).
     let enc =
         TextEncoder::from_file(&raw.model.backbone, raw.model.max_len)?.with_input(raw.model.input);
-    let prep = prepare::prepare(raw, &enc)?;
+    let mut prep = prepare::prepare(raw, &enc)?;
+    let mut skipped = vec![];
+    let further = crate::further::prepare(&plan, raw, &prep, &enc, &mut skipped)?;
+    prep.skipped.extend(skipped);
+    let (step_tasks, extra_heads) = crate::further::step_tasks(&plan, &prep, &further)?;
     log_data(raw, &prep, progress);
+    let o = &raw.optim;
+    let (main_slots, streams, further_info) = if further.is_empty() {
+        (o.batch_size, vec![], vec![])
+    } else {
+        let weights: Vec<f64> = std::iter::once(prep.train_ex.len() as f64)
+            .chain(further.iter().map(|f| f.spec.share.unwrap_or(f.examples.len() as f64)))
+            .collect();
+        let slots = task_slots(&weights, raw.task.sampling.tau(), o.batch_size)
+            .map_err(|e| Error::Config(format!("[[tasks]]: {e}")))?;
+        let mut offset = prep.train_ex.len();
+        let mut streams = vec![];
+        let mut info = vec![];
+        for (f, &quota) in further.iter().zip(&slots[1..]) {
+            streams.push(AuxStream { offset, len: f.examples.len(), quota });
+            offset += f.examples.len();
+            info.push(FurtherInfo {
+                name: f.spec.name.clone(),
+                kind: f.spec.kind,
+                read: f.read,
+                dropped: f.dropped,
+                train: f.examples.len(),
+                slots: quota,
+            });
+            progress.message(&format!(
+                "task {} ({}): {} train examples ({} dropped: equal to a validation or test \
+                 text of the main task), {} of {} rows per batch",
+                f.spec.name,
+                f.spec.kind,
+                f.examples.len(),
+                f.dropped,
+                quota,
+                o.batch_size
+            ));
+        }
+        (slots[0], streams, info)
+    };
+    let train_all: Vec<Example> = if further.is_empty() {
+        vec![]
+    } else {
+        prep.train_ex.iter().cloned().chain(further.into_iter().flat_map(|f| f.examples)).collect()
+    };
+    let train_all: &[Example] = if train_all.is_empty() { &prep.train_ex } else { &train_all };
+    let steps_per_epoch = prep.train_ex.len().div_ceil(main_slots);
 
     // Model (a warm start's model is loaded first: the seeded heads are those of any run).
     let init = raw.model.init.as_deref().map(|d| crate::init::load(d, cfg.device)).transpose()?;
@@ -101,6 +161,7 @@ pub fn train(
         pooling: raw.model.pooling,
         heads: HeadsConfig {
             num_classes: prep.strat.as_ref().map(|s| s.num_classes() as i64),
+            extra: raw.model.heads.extra.iter().cloned().chain(extra_heads).collect(),
             ..raw.model.heads.clone()
         },
         tuning: cfg.tuning.clone(),
@@ -120,11 +181,13 @@ pub fn train(
         thresholds: prep.strat.as_ref().map(|s| s.thresholds.iter().map(|&t| t as f32).collect()),
         ..raw.metrics.clone()
     };
-    let mut stepper = MultiTaskStep::new(&model, &cfg, StepData::of(&prep))?;
+    let mut stepper =
+        MultiTaskStep::new(&model, &cfg, StepData::of(&prep, &step_tasks, steps_per_epoch))?;
     let extra = serde_json::to_value(ModelExtra {
         strat: prep.strat.clone(),
         rarity: prep.rarity.clone(),
         metrics: metrics_cfg.clone(),
+        fusion: None,
     })
     .expect("serialisable");
     let method = if stepper.tasks() > 1 {
@@ -134,6 +197,11 @@ pub fn train(
     };
     let setup = Setup {
         cfg: &cfg,
+        declared: &declared,
+        train_all,
+        main_slots,
+        streams: &streams,
+        fuse: plan.cls_loss == crate::config::TaskLoss::SoftOrdinal,
         run: &run,
         prep: &prep,
         model: &model,
@@ -146,7 +214,7 @@ pub fn train(
 
     // Fresh run or resume.
     let mut state = if opts.resume {
-        let (st, ck) = checkpoint::load(&run, raw)?;
+        let (st, ck) = checkpoint::load(&run, &declared)?;
         stepper.restore(&ck, st.global_step, &st.weighting)?;
         progress.message(&format!(
             "resuming {} after epoch {} (step {})",
@@ -157,11 +225,11 @@ pub fn train(
         st
     } else {
         run.create()?;
-        run::write_atomic(&run.config(), raw.to_toml().as_bytes())?;
+        run::write_atomic(&run.config(), declared.to_toml().as_bytes())?;
         run::write_json(&run.das(), &prep.strat)?;
-        TrainerState::start(raw)
+        TrainerState::start(&declared)
     };
-    let header = history::header(task_names(stepper.tasks()), &stepper.term_names());
+    let header = history::header(&stepper.task_names(), &stepper.term_names());
     let mut history =
         HistoryWriter::open(&run.history(), &header, opts.resume.then_some(state.history_rows))?;
 
@@ -170,7 +238,7 @@ pub fn train(
             Some(stopped_early) => stopped_early,
             None => return Ok(Outcome::Interrupted { epochs: state.epochs_done }),
         };
-    finish(&setup, &stepper, &mut state, stopped_early, wall)
+    finish(&setup, &stepper, &mut state, stopped_early, wall, further_info)
 }
 
 /// Runs the remaining epochs. Returns whether early stopping ended them, or None when
@@ -185,8 +253,8 @@ fn epochs(
 ) -> Result<Option<bool>> {
     let o = &s.cfg.raw.optim;
     let seed = o.seed;
-    let train_ex = &s.prep.train_ex;
-    let lengths: Vec<usize> = train_ex.iter().map(|e| e.enc.len()).collect();
+    let train_ex = s.train_all;
+    let lengths: Vec<usize> = s.prep.train_ex.iter().map(|e| e.enc.len()).collect();
     let total_steps = stepper.total_steps();
     let method_name = s.method.to_string();
     let device = s.model.device();
@@ -209,7 +277,7 @@ fn epochs(
         let t_epoch = Instant::now();
         // Dropout and the data order depend on (seed, epoch) only: resuming is exact.
         tch::manual_seed(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) as i64);
-        let batches = epoch_batches(&lengths, o.batch_size, seed, epoch as u64);
+        let batches = mixed_epoch_batches(&lengths, s.main_slots, s.streams, seed, epoch as u64);
         let mut sums = vec![0.0; stepper.tasks()];
         for (bi, idx) in batches.iter().enumerate() {
             let b = TrainBatch::new(train_ex, idx, s.pad_id, s.side, device);
@@ -297,7 +365,7 @@ fn epochs(
         });
         state.epochs_done += 1;
         state.weighting = stepper.weighting.state();
-        checkpoint::save(s.run, &s.cfg.raw, &stepper.state_tensors(), state)?;
+        checkpoint::save(s.run, s.declared, &stepper.state_tensors(), state)?;
     }
     progress.finish();
     Ok(Some(false))
@@ -310,18 +378,37 @@ fn finish(
     state: &mut TrainerState,
     stopped_early: bool,
     wall: Instant,
+    further: Vec<FurtherInfo>,
 ) -> Result<Outcome> {
     let (raw, prep, run) = (&s.cfg.raw, s.prep, s.run);
     let bs = raw.optim.eval_batch_size;
     let best_epoch = state.best_epoch.ok_or_else(|| Error::Config("no epoch finished".into()))?;
     let (best, _) = MultiTaskModel::load(&run.model(), s.cfg.device)?;
-    let (val, val_pred) = evaluate(&best, &prep.val_ex, bs, s.pad_id, s.side, &s.metrics_cfg)?;
+    let (mut val, mut val_pred) =
+        evaluate(&best, &prep.val_ex, bs, s.pad_id, s.side, &s.metrics_cfg)?;
+    let fusion = if s.fuse { pick_fusion(prep, &val_pred)? } else { None };
+    let used = fusion.as_ref().filter(|f| f.mix > 0.0);
+    if let Some(f) = used {
+        let mut extra: ModelExtra =
+            serde_json::from_value(s.extra.clone()).expect("the trainer's own extra");
+        extra.fusion = Some(f.clone());
+        best.save(&run.model(), serde_json::to_value(extra).expect("serialisable"))?;
+        val_pred.fuse(Some(f))?;
+        val = rescore(&s.metrics_cfg, &prep.val_ex, &val_pred);
+    }
     let test = match &prep.test_ex {
-        Some(t) => Some(evaluate(&best, t, bs, s.pad_id, s.side, &s.metrics_cfg)?),
+        Some(t) => {
+            let (mut r, mut p) = evaluate(&best, t, bs, s.pad_id, s.side, &s.metrics_cfg)?;
+            if let Some(f) = used {
+                p.fuse(Some(f))?;
+                r = rescore(&s.metrics_cfg, t, &p);
+            }
+            Some((r, p))
+        }
         None => None,
     };
     state.finished = true;
-    checkpoint::save(run, raw, &stepper.state_tensors(), state)?;
+    checkpoint::save(run, s.declared, &stepper.state_tensors(), state)?;
     let init = raw.model.init.clone().zip(raw.model.init_sha256.clone());
     let init = init.map(|(dir, sha256)| InitInfo { dir: prepare::absolute(&dir), sha256 });
     let metrics = RunMetrics {
@@ -338,6 +425,7 @@ fn finish(
             split: prep.split.clone(),
             skipped: prep.skipped.clone(),
             warnings: prep.warnings.len(),
+            tasks: further,
         },
         strata: strata_info(raw.task.strata, prep.strat.as_ref()),
         weighting: s.method.clone(),
@@ -351,6 +439,7 @@ fn finish(
             peak_rss_mib: run::peak_rss_mib(),
         },
         init,
+        fusion,
     };
     run::write_json(&run.metrics(), &metrics)?;
     let eval_set: (&str, &[Example], &Predictions) = match (&prep.test_ex, &test) {
@@ -358,8 +447,27 @@ fn finish(
         _ => ("validation", &prep.val_ex, &val_pred),
     };
     let plot_notes = crate::report::plots(run, prep, &metrics, eval_set);
-    crate::report::write(run, raw, &metrics, &plot_notes, eval_set.0)?;
+    crate::report::write(run, s.declared, &metrics, &plot_notes, eval_set.0)?;
     Ok(Outcome::Finished(Box::new(metrics)))
+}
+
+/// The fusion mix with the lowest validation MSE (fintune-das `pick_mix`, grid 0, 0.1, ..., 1).
+fn pick_fusion(prep: &Prepared, val: &Predictions) -> Result<Option<Fusion>> {
+    let (Some(strat), Some(probs)) = (&prep.strat, &val.probs) else { return Ok(None) };
+    let means = fintune_das::class_means(strat);
+    let k = means.len();
+    let flat: Vec<f64> = probs.iter().flatten().map(|&p| f64::from(p)).collect();
+    let view = ndarray::ArrayView2::from_shape((val.score.len(), k), &flat)
+        .map_err(|e| Error::Config(format!("class probabilities: {e}")))?;
+    let reg: Vec<f64> = val.score.iter().map(|&v| f64::from(v)).collect();
+    let gold: Vec<f64> = prep.val_ex.iter().map(|e| f64::from(e.score)).collect();
+    let c = fintune_das::pick_mix(&reg, view, &means, &gold, &fintune_das::default_mix_grid())?;
+    Ok(Some(Fusion { mix: c.mix, class_means: means, grid: c.grid }))
+}
+
+fn rescore(cfg: &MetricsConfig, ex: &[Example], p: &Predictions) -> crate::metrics::MetricReport {
+    let gold: Vec<f32> = ex.iter().map(|e| e.score).collect();
+    crate::metrics::RegressionMetrics::of(cfg.clone(), &p.score, &gold, p.class.as_deref())
 }
 
 fn log_data(cfg: &TrainConfig, prep: &Prepared, progress: &mut dyn Progress) {

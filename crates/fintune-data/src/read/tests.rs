@@ -762,3 +762,31 @@ fn csv_lines_with_crlf_blank_lines_and_multiline_fields() {
         [at(5, "text", ProblemKind::EmptyText), at(10, "text", ProblemKind::EmptyText)]
     );
 }
+
+#[test]
+fn class_names_become_class_indices_and_unknown_names_are_row_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "fpb.jsonl",
+        "{\"text\": \"a\", \"label\": \"negative\"}\n{\"text\": \"b\", \"label\": \" positive \"}\n\
+         {\"text\": \"c\", \"label\": \"neutral\"}\n",
+    );
+    let opts = ReadOptions::new().score_col("label").labels(["negative", "neutral", "positive"]);
+    let data = read_dataset(&[&good], &opts).unwrap();
+    assert_eq!(data.scores().unwrap(), [0.0, 2.0, 1.0]);
+    let csv = write(dir.path(), "fpb.csv", "text,label\na,neutral\nb,Positive\nc,1\nd,\n");
+    assert_eq!(
+        problems(read_dataset(&[&csv], &opts)),
+        [
+            at(3, "label", ProblemKind::UnknownLabel),
+            at(4, "label", ProblemKind::UnknownLabel),
+            at(5, "label", ProblemKind::MissingValue)
+        ]
+    );
+    let num = write(dir.path(), "num.jsonl", "{\"text\": \"a\", \"label\": 1}\n");
+    let err = read_dataset(&[&num], &opts).unwrap_err().to_string();
+    assert!(err.contains("num.jsonl:1") && err.contains("label"), "{err}");
+    let twice = ReadOptions::new().labels(["a", "a"]);
+    assert!(read_dataset(&[&good], &twice).is_err());
+}

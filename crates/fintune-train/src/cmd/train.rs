@@ -184,6 +184,28 @@ pub(super) struct TrainArgs {
     /// Stop after this many epochs in total (resume later with --resume).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+    /// A further classification task `class-aux` with its own examples (e.g. the Financial
+    /// PhraseBank), its own head unless --aux-shared-head; needs --aux-labels. For other
+    /// set-ups declare [[tasks]] in the config.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    aux_class: Vec<PathBuf>,
+    /// The classes of --aux-class, in order (e.g. negative,neutral,positive).
+    #[arg(long, value_delimiter = ',')]
+    aux_labels: Vec<String>,
+    /// The column of --aux-class holding the class (default label).
+    #[arg(long, default_value = "label")]
+    aux_label_col: String,
+    /// --aux-class shares the head of the main task's score classes (same number of classes,
+    /// e.g. --strata das with das.zero_cut and 3 classes).
+    #[arg(long)]
+    aux_shared_head: bool,
+    /// A further regression task `reg-aux` with its own examples and its own head.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    aux_reg: Vec<PathBuf>,
+    /// How batches share their slots between tasks with their own examples: proportional
+    /// (default), uniform or temperature:<tau>.
+    #[arg(long)]
+    task_sampling: Option<fintune_das::TaskSampling>,
 }
 
 impl TrainArgs {
@@ -220,6 +242,50 @@ impl TrainArgs {
         set!(c.data.read.id_col, self.id_col);
         set!(c.data.read.group_col, self.group_col);
         set!(c.data.read.target_col, self.target_col);
+        set!(c.task.sampling, self.task_sampling);
+    }
+
+    fn has_aux(&self) -> bool {
+        !self.aux_class.is_empty() || !self.aux_reg.is_empty()
+    }
+
+    /// `c` with the further tasks of --aux-class / --aux-reg: its `[data]` + `[task]` become
+    /// the `[[tasks]]` they stand for, and the further tasks follow.
+    fn declare_aux(&self, c: &mut TrainConfig) -> Result<()> {
+        use fintune_train::config::{TaskKind, TaskSpec};
+        if !self.has_aux() {
+            if !self.aux_labels.is_empty() || self.aux_shared_head {
+                bail!("--aux-labels and --aux-shared-head describe --aux-class, which is missing");
+            }
+            return Ok(());
+        }
+        let mut tasks = vec![];
+        let read = c.data.read.clone();
+        if !self.aux_class.is_empty() {
+            tasks.push(TaskSpec {
+                name: "class-aux".into(),
+                kind: TaskKind::Classification,
+                train: self.aux_class.clone(),
+                label_col: Some(self.aux_label_col.clone()),
+                labels: self.aux_labels.clone(),
+                shared: self.aux_shared_head.then(|| "cls".into()),
+                read: fintune_data::ReadOptions::new().format_opt(read.format),
+                ..Default::default()
+            });
+        } else if !self.aux_labels.is_empty() || self.aux_shared_head {
+            bail!("--aux-labels and --aux-shared-head describe --aux-class, which is missing");
+        }
+        if !self.aux_reg.is_empty() {
+            tasks.push(TaskSpec {
+                name: "reg-aux".into(),
+                kind: TaskKind::Regression,
+                train: self.aux_reg.clone(),
+                read: read.clone(),
+                ..Default::default()
+            });
+        }
+        *c = c.with_further_tasks(tasks)?;
+        Ok(())
     }
 }
 
@@ -228,6 +294,9 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
         Some(run) => {
             if a.run.config.is_some() || a.out.is_some() || a.overwrite || a.print_config {
                 bail!("--resume continues a run with its own config.toml: --config, --out, --overwrite and --print-config cannot be given with it");
+            }
+            if a.has_aux() {
+                bail!("--resume continues a run with its own config.toml: --aux-class and --aux-reg cannot be given with it");
             }
             // Flags that change the configuration are refused by the run folder's check,
             // which names the differing keys.
@@ -238,6 +307,7 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
         None => {
             let mut cfg = a.run.base()?;
             a.apply(&mut cfg);
+            a.declare_aux(&mut cfg)?;
             if a.out.is_some() {
                 cfg.out = a.out.clone();
             }

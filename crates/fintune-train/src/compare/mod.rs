@@ -95,6 +95,33 @@ pub struct MethodSpec {
     /// the [module docs](self)).
     #[serde(default)]
     pub pooled: bool,
+    /// Further tasks or a pre-training stage (see [`Further`]).
+    #[serde(default)]
+    pub further: Further,
+}
+
+/// What a method adds to the data set's own training part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Further {
+    /// Nothing.
+    #[default]
+    None,
+    /// The Financial PhraseBank's polarity labels (`financial_phrasebank/all.jsonl` under the
+    /// data root) as a classification task with its own head; batches give each task half
+    /// their slots (`uniform` task sampling).
+    Phrasebank,
+    /// The sequential control of [`Further::Phrasebank`]: a first run on the PhraseBank's
+    /// scores (-1, 0, 1) as single-task regression (`OUT/stage1/phrasebank`, seed 1, its own
+    /// 10% validation hold-out), whose backbone initialises the method's single-task run.
+    Sequential,
+    /// The other sets of [`CompareConfig::pool`] (whole training files) as regression tasks
+    /// with their own heads; their texts equal to a validation or test text of the evaluated
+    /// set are dropped by the trainer; proportional task sampling.
+    MultiSource,
+    /// The score classes' cross-entropy against soft ordinal targets (fintune-das
+    /// `soft_targets`, sigma 0.1) instead of one-hot classes.
+    SoftOrdinal,
 }
 
 impl MethodSpec {
@@ -125,6 +152,7 @@ fn m(
         imbalance,
         static_grid: vec![],
         pooled: false,
+        further: Further::None,
     }
 }
 
@@ -163,7 +191,140 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
     v.push(m("single-lds", "single-task + LDS", S::None, W::Equal, I::Lds));
     v.push(m("single-bmse", "single-task + Balanced MSE", S::None, W::Equal, I::Bmse));
     v.push(m("mtl-das-dwa-lds", "MTL + DAS + DWA + LDS", S::Das, W::Dwa, I::Lds));
+    for (id, label, w, further) in [
+        ("mtl-fpb", "MTL + PhraseBank polarity task, equal weights", W::Equal, Further::Phrasebank),
+        (
+            "mtl-fpb-dwa-main",
+            "MTL + PhraseBank polarity task, main-task-first DWA",
+            W::DwaMain,
+            Further::Phrasebank,
+        ),
+        (
+            "seq-fpb",
+            "sequential control: PhraseBank regression first, then single-task",
+            W::Equal,
+            Further::Sequential,
+        ),
+        (
+            "multisource",
+            "MTL: the other SSIX sets as tasks with their own heads, equal weights",
+            W::Equal,
+            Further::MultiSource,
+        ),
+        (
+            "multisource-dwa-main",
+            "MTL: the other SSIX sets as tasks with their own heads, main-task-first DWA",
+            W::DwaMain,
+            Further::MultiSource,
+        ),
+    ] {
+        v.push(MethodSpec { further, ..m(id, label, S::None, w, I::None) });
+    }
+    v.push(MethodSpec {
+        further: Further::SoftOrdinal,
+        ..m(
+            "mtl-das-soft",
+            "MTL + DAS, soft ordinal targets, equal weights",
+            S::Das,
+            W::Equal,
+            I::None,
+        )
+    });
+    v.push(m(
+        "mtl-das-control",
+        "control: MTL + DAS, static weights 0.999 / 0.001",
+        S::Das,
+        W::Static(vec![0.999, 0.001]),
+        I::None,
+    ));
     v
+}
+
+/// The PhraseBank file below the data root.
+pub const PHRASEBANK: &str = "financial_phrasebank/all.jsonl";
+
+/// `cfg` with `method`'s further tasks or pre-training stage (see [`Further`]).
+fn apply_further(
+    c: &CompareConfig,
+    ds: &DatasetSpec,
+    method: &MethodSpec,
+    cfg: TrainConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainConfig> {
+    use crate::config::{TaskKind, TaskSpec};
+    let need = |rel: &Path| -> Result<PathBuf> {
+        let p = c.data_root.join(rel);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Config(format!(
+                "method {} needs {} under the data root {}",
+                method.id,
+                rel.display(),
+                c.data_root.display()
+            )))
+        }
+    };
+    Ok(match method.further {
+        Further::None => cfg,
+        Further::Phrasebank => {
+            let mut cfg = cfg.with_further_tasks(vec![TaskSpec {
+                name: "phrasebank".into(),
+                kind: TaskKind::Classification,
+                train: vec![need(Path::new(PHRASEBANK))?],
+                label_col: Some("label".into()),
+                labels: ["negative", "neutral", "positive"].map(String::from).to_vec(),
+                ..Default::default()
+            }])?;
+            cfg.task.sampling = fintune_das::TaskSampling::Uniform;
+            cfg
+        }
+        Further::SoftOrdinal => {
+            let mut cfg = cfg.with_further_tasks(vec![])?;
+            cfg.tasks[1].loss = Some(crate::config::TaskLoss::SoftOrdinal);
+            cfg.tasks[1].sigma = Some(fintune_das::DEFAULT_SIGMA);
+            cfg
+        }
+        Further::MultiSource => {
+            let further: Vec<TaskSpec> = c
+                .pool
+                .iter()
+                .filter(|p| p.name != ds.name)
+                .map(|p| {
+                    Ok(TaskSpec {
+                        name: p.name.clone(),
+                        train: vec![need(&p.file)?],
+                        ..Default::default()
+                    })
+                })
+                .collect::<Result<_>>()?;
+            cfg.with_further_tasks(further)?
+        }
+        Further::Sequential => {
+            let dir = c.out.join("stage1").join("phrasebank");
+            let mut first = c.base.clone();
+            first.data.train = vec![need(Path::new(PHRASEBANK))?];
+            first.data.val = None;
+            first.data.test = None;
+            first.task.strata = Strata::None;
+            first.task.weighting = WeightingSpec::Equal;
+            first.optim.seed = 1;
+            first.out = Some(dir.clone());
+            let fresh = !run::RunDir::new(&dir).is_finished();
+            let m = run_one(&first, &dir, true)?;
+            if fresh {
+                log(&format!(
+                    "stage 1 (PhraseBank regression): val mse {:.4}, in {}",
+                    m.val.mse,
+                    dir.display()
+                ));
+            }
+            let mut cfg = cfg;
+            cfg.model.init = Some(dir.join("model"));
+            cfg.model.init_sha256 = crate::init::resolve(&cfg.model)?;
+            cfg
+        }
+    })
 }
 
 /// How each data set is split into training, validation and test parts.
@@ -574,6 +735,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                         };
                         cfg.optim.seed = seed;
                         cfg.out = Some(dir.clone());
+                        let cfg = apply_further(c, ds, method, cfg, log)?;
                         let t0 = std::time::Instant::now();
                         let cell_note =
                             unit.cell.as_ref().map(|c| format!(" {c}")).unwrap_or_default();
@@ -672,4 +834,92 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
         }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TaskKind, TaskLoss};
+
+    fn config(root: &Path) -> CompareConfig {
+        CompareConfig {
+            out: root.join("out"),
+            data_root: root.to_owned(),
+            datasets: known_datasets(),
+            methods: all_methods(&[]),
+            seeds: vec![1],
+            protocol: Protocol::Fixed,
+            pool: known_datasets(),
+            base: TrainConfig::default(),
+            shard: None,
+            command: String::new(),
+            keep_models: false,
+        }
+    }
+
+    fn method(id: &str) -> MethodSpec {
+        all_methods(&[]).into_iter().find(|m| m.id == id).unwrap()
+    }
+
+    fn cell_config(m: &MethodSpec) -> TrainConfig {
+        let mut cfg = TrainConfig::default();
+        cfg.data.train = vec!["train.jsonl".into()];
+        cfg.data.val = Some("val.jsonl".into());
+        cfg.task.strata = m.strata;
+        cfg.task.weighting = m.weighting.clone();
+        cfg
+    }
+
+    #[test]
+    fn further_methods_declare_their_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let fiqa = &c.datasets[0];
+        let mut log = |_: &str| {};
+        // Missing files are named.
+        let m = method("mtl-fpb");
+        let err = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap_err().to_string();
+        assert!(err.contains("mtl-fpb needs financial_phrasebank/all.jsonl"), "{err}");
+        for f in [
+            PHRASEBANK,
+            "semeval2017_task5/headlines_train.jsonl",
+            "semeval2017_task5/microblogs_train.jsonl",
+        ] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "").unwrap();
+        }
+        let cfg = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap();
+        let names: Vec<(&str, TaskKind)> =
+            cfg.tasks.iter().map(|t| (t.name.as_str(), t.kind)).collect();
+        assert_eq!(
+            names,
+            [("reg", TaskKind::Regression), ("phrasebank", TaskKind::Classification)]
+        );
+        assert_eq!(cfg.tasks[1].labels, ["negative", "neutral", "positive"]);
+        assert_eq!(cfg.task.sampling, fintune_das::TaskSampling::Uniform);
+        assert_eq!(cfg.tasks[0].val, Some("val.jsonl".into()));
+        let plan = cfg.plan().unwrap();
+        assert_eq!(plan.names, ["reg", "phrasebank"]);
+        // Multi-source: the other two SSIX sets, own heads.
+        let m = method("multisource-dwa-main");
+        let cfg = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap();
+        let names: Vec<&str> = cfg.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["reg", "semeval-headlines", "semeval-microblogs"]);
+        assert!(cfg.tasks[1..]
+            .iter()
+            .all(|t| t.shared.is_none() && t.kind == TaskKind::Regression));
+        assert_eq!(cfg.task.weighting, WeightingSpec::DwaMain);
+        // Soft ordinal: the DAS classes with soft targets.
+        let m = method("mtl-das-soft");
+        let cfg = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap();
+        assert_eq!(cfg.tasks[1].kind, TaskKind::Derived);
+        assert_eq!(cfg.tasks[1].loss, Some(TaskLoss::SoftOrdinal));
+        assert_eq!(cfg.plan().unwrap().cls_loss, TaskLoss::SoftOrdinal);
+        // The control is today's two-task set-up with static weights.
+        let m = method("mtl-das-control");
+        assert_eq!(m.weighting, WeightingSpec::Static(vec![0.999, 0.001]));
+        let cfg = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap();
+        assert!(cfg.tasks.is_empty());
+    }
 }

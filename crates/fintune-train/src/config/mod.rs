@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fintune_das::{Classes, DasConfig};
+use fintune_das::{Classes, DasConfig, TaskSampling};
 use fintune_data::ReadOptions;
 use fintune_dwa::{WeightingConfig, WeightingSpec};
 use fintune_model::{HeadsConfig, InputMode, LoraConfig, Pooling, Probe, Tuning};
@@ -24,7 +24,7 @@ pub use names::{
     as_text, ClassWeights, DeviceSpec, Imbalance, Precision, Strata, TaskKind, TaskLoss,
     UnknownName,
 };
-pub use tasks::TaskSpec;
+pub use tasks::{Plan, TaskSpec};
 /// Rows per batch of `fintune predict`, `eval` and `encode`.
 pub const PREDICT_BATCH_SIZE: usize = 64;
 /// Truncation length of `fintune encode`.
@@ -233,6 +233,16 @@ pub struct TaskConfig {
     pub rarity_bandwidth: f64,
     /// Initial noise scale sigma of Balanced MSE. Default 0.2.
     pub bmse_sigma: f64,
+    /// How the slots of a batch are shared between tasks with their own examples
+    /// (`[[tasks]]`): `proportional` (to each task's `share`, by default its number of
+    /// training examples), `uniform` or `temperature:<tau>` (shares raised to `1/tau`).
+    /// Default `proportional`.
+    #[serde(skip_serializing_if = "is_proportional")]
+    pub sampling: TaskSampling,
+}
+
+fn is_proportional(s: &TaskSampling) -> bool {
+    *s == TaskSampling::Proportional
 }
 
 impl Default for TaskConfig {
@@ -246,6 +256,7 @@ impl Default for TaskConfig {
             class_weights: ClassWeights::None,
             rarity_bandwidth: 0.1,
             bmse_sigma: 0.2,
+            sampling: TaskSampling::Proportional,
         }
     }
 }

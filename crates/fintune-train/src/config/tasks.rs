@@ -84,7 +84,8 @@ pub struct TaskSpec {
     /// `soft-ordinal`. Default: `mse` for regression, `ce` otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss: Option<TaskLoss>,
-    /// Soft ordinal: width of the Gaussian over the classes, in class units.
+    /// Soft ordinal: width of the Gaussian over the scores, in score units (see
+    /// `fintune_das::soft_targets`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigma: Option<f64>,
     /// Sampling weight of a data task's examples in the mixed batches; default: its number
@@ -198,29 +199,70 @@ impl TrainConfig {
     }
 }
 
+/// What the trainer runs ([`TrainConfig::plan`]): the `[data]` + `[task]` configuration of
+/// the main regression task and of score classes derived from it (the `cls` head), and the
+/// further tasks, each with its own examples or derived from a further regression task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The main task (and its derived classes) as a `[data]` + `[task]` configuration, without
+    /// declarations.
+    pub core: TrainConfig,
+    /// The name of every task in step order: the main task, its derived classes (when
+    /// `core.task.strata` is not `none`), then [`Plan::aux`] in declaration order.
+    pub names: Vec<String>,
+    /// The loss of the main task's derived classes (`ce` or `soft-ordinal`).
+    pub cls_loss: TaskLoss,
+    /// Soft ordinal width of the main task's derived classes.
+    pub cls_sigma: Option<f64>,
+    /// The further tasks, in declaration order.
+    pub aux: Vec<TaskSpec>,
+}
+
+impl Plan {
+    /// Whether the run has tasks beyond the main task and its derived classes.
+    pub fn has_aux(&self) -> bool {
+        !self.aux.is_empty()
+    }
+}
+
 impl TrainConfig {
-    /// The configuration the trainer runs: `self` without declarations, or the `[data]` +
-    /// `[task]` configuration equivalent to the declared tasks. The trainer runs one
-    /// regression task, optionally with score classes derived from it (its own head,
-    /// cross-entropy) so far; other declarations are refused, naming the task and the field.
-    pub fn runnable(&self) -> Result<TrainConfig> {
+    /// The run's plan: `self` as it is when it has no declarations (tasks `reg` and, unless
+    /// `task.strata = "none"`, `cls`), otherwise the main task and the classes derived from it
+    /// moved into `[data]` + `[task]`, and every other task in [`Plan::aux`]. A regression
+    /// task may have at most one derived task.
+    pub fn plan(&self) -> Result<Plan> {
         if self.tasks.is_empty() {
-            return Ok(self.clone());
+            let mut names = vec![MAIN_TASK.to_owned()];
+            if self.task.strata != Strata::None {
+                names.push(CLASS_TASK.to_owned());
+            }
+            return Ok(Plan {
+                core: self.clone(),
+                names,
+                cls_loss: TaskLoss::Ce,
+                cls_sigma: None,
+                aux: vec![],
+            });
         }
         let specs = self.task_specs()?;
-        let unsupported = |t: &TaskSpec, what: &str| {
-            Error::Config(format!(
-                "task `{}` ({}): {what} is not supported yet; the trainer runs one regression \
-                 task, optionally with score classes derived from it (own head, loss ce)",
-                t.name, t.kind
-            ))
-        };
         let main = &specs[0];
-        if main.shared.is_some() {
-            return Err(unsupported(main, "`shared`"));
-        }
         if main.share.is_some() {
-            return Err(unsupported(main, "`share`"));
+            return Err(Error::Config(format!(
+                "task `{}` (main): `share` is for further tasks; the main task's share is what \
+                 the others leave",
+                main.name
+            )));
+        }
+        let mut derived_from: HashMap<&str, &str> = HashMap::new();
+        for t in specs.iter().filter(|t| t.kind == TaskKind::Derived) {
+            let from = t.from.as_deref().expect("validated");
+            if let Some(other) = derived_from.insert(from, &t.name) {
+                return Err(Error::Config(format!(
+                    "task `{}` (derived): `from` names `{from}`, which task `{other}` is already \
+                     derived from; one derived task per regression task",
+                    t.name
+                )));
+            }
         }
         let mut c = TrainConfig { tasks: vec![], ..self.clone() };
         c.data.train = main.train.clone();
@@ -234,26 +276,52 @@ impl TrainConfig {
             _ => Imbalance::None,
         };
         c.task.strata = Strata::None;
-        match &specs[1..] {
-            [] => {}
-            [d] => {
-                if d.kind != TaskKind::Derived {
-                    return Err(unsupported(d, "a second data task"));
+        let mut names = vec![main.name.clone()];
+        let (mut cls_loss, mut cls_sigma) = (TaskLoss::Ce, None);
+        let mut aux = vec![];
+        for t in &specs[1..] {
+            if t.kind == TaskKind::Derived && t.from.as_deref() == Some(main.name.as_str()) {
+                if t.shared.is_some() {
+                    return Err(Error::Config(format!(
+                        "task `{}` (derived): `shared` is not for the main task's classes: they \
+                         own the classification head (other tasks may share it)",
+                        t.name
+                    )));
                 }
-                if d.shared.is_some() {
-                    return Err(unsupported(d, "`shared`"));
-                }
-                if d.loss() != TaskLoss::Ce {
-                    return Err(unsupported(d, "`loss = \"soft-ordinal\"`"));
-                }
-                c.task.strata = d.strata;
-                c.task.classes = d.classes;
-                if let Some(das) = &d.das {
+                c.task.strata = t.strata;
+                c.task.classes = t.classes;
+                if let Some(das) = &t.das {
                     c.das = das.clone();
                 }
+                cls_loss = t.loss();
+                cls_sigma = t.sigma;
+                names.insert(1, t.name.clone());
+            } else {
+                aux.push(t.clone());
             }
-            [_, t, ..] => return Err(unsupported(t, "a third task")),
         }
+        names.extend(aux.iter().map(|t| t.name.clone()));
+        Ok(Plan { core: c, names, cls_loss, cls_sigma, aux })
+    }
+}
+
+impl TrainConfig {
+    /// `self` (a `[data]` + `[task]` configuration) with `further` tasks after the ones it
+    /// stands for: `[data]` and the task-defining `[task]` keys become `[[tasks]]` tables
+    /// (the main task `reg` and, unless `task.strata = "none"`, its classes `cls`).
+    pub fn with_further_tasks(&self, further: Vec<TaskSpec>) -> Result<TrainConfig> {
+        if !self.tasks.is_empty() {
+            return Err(Error::Config(
+                "the configuration already declares [[tasks]]: add the further tasks there".into(),
+            ));
+        }
+        let mut c = self.clone();
+        c.tasks = self.task_specs()?;
+        c.tasks.extend(further);
+        c.data = Default::default();
+        let d = super::TaskConfig::default();
+        (c.task.strata, c.task.classes, c.task.imbalance) = (d.strata, d.classes, d.imbalance);
+        c.task_specs()?;
         Ok(c)
     }
 }

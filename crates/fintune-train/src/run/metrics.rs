@@ -58,6 +58,9 @@ pub struct DataInfo {
     pub skipped: Vec<Skipped>,
     /// Number of data warnings.
     pub warnings: usize,
+    /// Further tasks with their own examples (`[[tasks]]`), with their de-duplication counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::further::FurtherInfo>,
 }
 
 /// Score classes of the auxiliary task.
@@ -136,4 +139,7 @@ pub struct RunMetrics {
     /// The saved model the backbone started from (`model.init`), with its weights' SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<crate::init::InitInfo>,
+    /// Soft ordinal runs: the prediction fusion picked on validation (mix 0: not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::eval::Fusion>,
 }

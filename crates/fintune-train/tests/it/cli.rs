@@ -240,3 +240,29 @@ fn shared_data_fiqa_file_checks_with_608_rows() {
         .success()
         .stdout(predicate::str::contains("rows: 608"));
 }
+
+#[test]
+fn aux_flags_declare_the_further_tasks() {
+    let out = fintune()
+        .args(["train", "--data", "fixtures/train.jsonl", "--strata", "none"])
+        .args(["--aux-class", "fixtures/test.jsonl", "--aux-labels", "neg,neu,pos"])
+        .args(["--aux-reg", "fixtures/test.jsonl", "--task-sampling", "temperature:2"])
+        .arg("--print-config")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let cfg: fintune_train::TrainConfig = toml::from_str(&String::from_utf8(out).unwrap()).unwrap();
+    let names: Vec<&str> = cfg.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["reg", "class-aux", "reg-aux"]);
+    assert_eq!(cfg.tasks[1].labels, ["neg", "neu", "pos"]);
+    assert_eq!(cfg.tasks[1].label_col.as_deref(), Some("label"));
+    assert_eq!(cfg.task.sampling, fintune_das::TaskSampling::Temperature(2.0));
+    assert!(cfg.data.train.is_empty());
+    fintune()
+        .args(["train", "--data", "fixtures/train.jsonl", "--aux-labels", "a,b"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--aux-class, which is missing"));
+}

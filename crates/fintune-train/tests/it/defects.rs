@@ -146,6 +146,7 @@ fn nan_weights_make_predict_and_eval_fail() {
             score: 0.5,
             class: 0,
             rarity: 1.0,
+            src: 0,
         })
         .collect();
     let side = model.info().padding_side;

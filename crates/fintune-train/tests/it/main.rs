@@ -72,6 +72,7 @@ pub fn untrained_model() -> PathBuf {
             strat: Some(fintune_das::Stratification::quantile(&scores, 3).unwrap()),
             rarity: fintune_das::Rarity::fit(&scores, 0.1).unwrap(),
             metrics: Default::default(),
+            fusion: None,
         };
         model.save(&dir.join("model"), serde_json::to_value(extra).unwrap()).unwrap();
         dir.join("model")

@@ -209,41 +209,211 @@ fn the_same_runs_declared_as_tasks_reproduce_them_too() {
     check("t2 declared", &t2, &T2);
 }
 
-#[test]
-fn a_declaration_the_trainer_cannot_run_yet_is_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture_subset(dir.path(), "train.jsonl", 16);
+/// Rows `from..to` of the fixture, as JSON values.
+fn fixture_rows(from: usize, to: usize) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(crate::root().join("fixtures/train.jsonl")).unwrap();
+    text.lines().skip(from).take(to - from).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let lines: Vec<String> = rows.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Main task (32 fixture rows, also its validation data) with DAS classes derived from it, a
+/// classification task with its own head (polarity labels of 24 other rows, in a `label`
+/// column) and a further regression task sharing the main head (24 more rows, two of them
+/// copies of main texts, which the cross-set de-duplication must drop).
+fn four_task_config(dir: &Path, out: &str) -> TrainConfig {
+    let main = fixture_subset(dir, "main.jsonl", 32);
+    let labelled: Vec<serde_json::Value> = fixture_rows(32, 56)
+        .into_iter()
+        .map(|mut r| {
+            let s = r["score"].as_f64().unwrap();
+            let label = if s < -0.2 {
+                "negative"
+            } else if s > 0.2 {
+                "positive"
+            } else {
+                "neutral"
+            };
+            r.as_object_mut().unwrap().remove("score");
+            r["label"] = label.into();
+            r
+        })
+        .collect();
+    write_jsonl(&dir.join("polarity.jsonl"), &labelled);
+    let mut more = fixture_rows(56, 78);
+    more.extend(fixture_rows(0, 2).into_iter().map(|mut r| {
+        r["id"] = format!("copy-{}", r["id"].as_str().unwrap()).into();
+        r
+    }));
+    write_jsonl(&dir.join("more.jsonl"), &more);
     let text = format!(
         r#"
 [[tasks]]
-name = "fiqa"
-train = [{data:?}]
+name = "main"
+train = [{main:?}]
+val = {main:?}
 
 [[tasks]]
-name = "fiqa-classes"
+name = "classes"
 kind = "derived"
-from = "fiqa"
+from = "main"
+
+[[tasks]]
+name = "polarity"
+kind = "classification"
+train = [{pol:?}]
+label_col = "label"
+labels = ["negative", "neutral", "positive"]
 
 [[tasks]]
 name = "more"
-train = [{data:?}]
-"#
+train = [{more:?}]
+shared = "main"
+"#,
+        pol = dir.join("polarity.jsonl"),
+        more = dir.join("more.jsonl"),
     );
-    let toml_path = dir.path().join("run.toml");
-    std::fs::write(&toml_path, text).unwrap();
-    let cfg = TrainConfig::from_toml_file(&toml_path).unwrap();
-    let out = dir.path().join("run");
+    let mut cfg: TrainConfig = toml::from_str(&text).unwrap();
+    cfg.model.backbone = crate::minilm();
+    cfg.model.max_len = 24;
+    cfg.optim.batch_size = 16;
+    cfg.optim.eval_batch_size = 32;
+    cfg.optim.seed = 7;
+    cfg.out = Some(dir.join(out));
+    cfg
+}
+
+#[test]
+fn a_four_task_run_overfits_a_tiny_self_made_fixture() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = four_task_config(dir.path(), "four");
+    cfg.optim.epochs = 25;
+    cfg.optim.patience = 100;
+    cfg.optim.lr = 2e-4;
+    cfg.optim.head_lr = 3e-3;
+    cfg.optim.warmup = 0.0;
+    cfg.model.heads.dropout = 0.0;
+    let m = finished(run(&cfg, &Default::default()));
+    // Proportional shares of 16 slots: main 32, polarity 24, more 22 (24 less 2 copies).
+    let tasks: Vec<(&str, usize, usize, usize)> =
+        m.data.tasks.iter().map(|t| (t.name.as_str(), t.train, t.dropped, t.slots)).collect();
+    assert_eq!(tasks, [("polarity", 24, 0, 5), ("more", 22, 2, 4)]);
+    assert_eq!(m.data.train, 32);
+    let h =
+        fintune_train::run::history::read_history(&dir.path().join("four/history.csv")).unwrap();
+    for t in ["main", "classes", "polarity", "more"] {
+        assert!(h.header.contains(&format!("loss.{t}")), "no loss.{t} in {:?}", h.header);
+    }
+    // 32 main rows at 7 per batch: 5 steps per epoch.
+    assert_eq!(h.series("loss.main").len(), 25 * 5);
+    let last = |c: &str| {
+        let s = h.series(c);
+        s[s.len() - 5..].iter().map(|(_, v)| v).sum::<f64>() / 5.0
+    };
+    let first = |c: &str| h.series(c)[..5].iter().map(|(_, v)| v).sum::<f64>() / 5.0;
+    for t in ["main", "classes", "polarity", "more"] {
+        let (a, b) = (first(&format!("loss.{t}")), last(&format!("loss.{t}")));
+        println!("loss.{t}: first epoch {a:.4}, last epoch {b:.4}");
+        assert!(b < 0.1 * a, "{t}: last-epoch loss {b} is not a tenth of the first {a}");
+    }
+    let p =
+        fintune_train::predict::Predictor::load(&dir.path().join("four/model"), tch::Device::Cpu)
+            .unwrap();
+    let ds =
+        fintune_data::read_dataset(&[dir.path().join("main.jsonl")], &Default::default()).unwrap();
+    let mse = p.evaluate(&ds).unwrap().mse;
+    println!("four tasks: main training MSE {mse:.5}");
+    assert!(mse < 0.01, "main training MSE {mse} >= 0.01");
+}
+
+#[test]
+fn a_run_with_further_tasks_resumes_exactly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut straight = four_task_config(dir.path(), "straight");
+    straight.optim.epochs = 2;
+    let a = finished(run(&straight, &Default::default()));
+    let mut cut = straight.clone();
+    cut.out = Some(dir.path().join("cut"));
+    let stop = fintune_train::trainer::RunOptions { stop_after: Some(1), ..Default::default() };
+    assert!(matches!(run(&cut, &stop), fintune_train::trainer::Outcome::Interrupted { .. }));
+    let resume = fintune_train::trainer::RunOptions { resume: true, ..Default::default() };
+    let b = finished(run(&cut, &resume));
+    assert_eq!(a.val.mse.to_bits(), b.val.mse.to_bits(), "{} against {}", a.val.mse, b.val.mse);
+    let ha = std::fs::read_to_string(dir.path().join("straight/history.csv")).unwrap();
+    let hb = std::fs::read_to_string(dir.path().join("cut/history.csv")).unwrap();
+    let losses = |h: &str| -> Vec<String> {
+        h.lines().map(|l| l.split(',').take(7).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(losses(&ha), losses(&hb));
+}
+
+#[test]
+fn bad_further_tasks_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
     let mut progress = crate::Messages::default();
+    let out = dir.path().join("run");
+    // A further task whose every text is a validation text of the main task.
+    let mut cfg = four_task_config(dir.path(), "run");
+    cfg.tasks[3].train = vec![dir.path().join("main.jsonl")];
     let err = fintune_train::trainer::train(&cfg, &out, &Default::default(), &mut progress)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("task `more` (regression): a third task is not supported yet"), "{err}");
+    assert!(err.contains("task `more` (regression): `train` leaves no example"), "{err}");
+    assert!(!out.exists());
+    // A label the task does not declare names file, line and column.
+    let mut cfg = four_task_config(dir.path(), "run");
+    cfg.tasks[2].labels = vec!["negative".into(), "positive".into()];
+    let err = fintune_train::trainer::train(&cfg, &out, &Default::default(), &mut progress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("polarity.jsonl:") && err.contains("\"label\""), "{err}");
     assert!(!out.exists());
     // A derived task pointing at a task that is not there names both.
-    let mut bad = cfg.clone();
-    bad.tasks[1].from = Some("fiqa2".into());
+    let mut bad = four_task_config(dir.path(), "run");
+    bad.tasks[1].from = Some("main2".into());
     let err = fintune_train::trainer::train(&bad, &out, &Default::default(), &mut progress)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("task `fiqa-classes` (derived): `from` names no task: `fiqa2`"), "{err}");
+    assert!(err.contains("task `classes` (derived): `from` names no task: `main2`"), "{err}");
+    // A head shared across output kinds.
+    let mut bad = four_task_config(dir.path(), "run");
+    bad.tasks[2].shared = Some("main".into());
+    let err = fintune_train::trainer::train(&bad, &out, &Default::default(), &mut progress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("task `polarity` (classification): `shared` names `main`"), "{err}");
+}
+
+#[test]
+fn soft_ordinal_classes_pick_a_fusion_on_validation_and_predict_with_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_subset(dir.path(), "train.jsonl", 48);
+    let mut cfg = tiny_config(&data, &dir.path().join("soft"));
+    cfg.data.val = None;
+    cfg.optim.epochs = 2;
+    let mut cfg = cfg.with_further_tasks(vec![]).unwrap();
+    cfg.tasks[1].loss = Some(fintune_train::config::TaskLoss::SoftOrdinal);
+    cfg.tasks[1].sigma = Some(0.1);
+    let m = finished(run(&cfg, &Default::default()));
+    let f = m.fusion.clone().expect("a soft ordinal run records its fusion");
+    assert_eq!(f.grid.len(), 11);
+    let best = f.grid.iter().map(|g| g.1).fold(f64::INFINITY, f64::min);
+    let chosen = f.grid.iter().find(|g| g.0 == f.mix).unwrap().1;
+    assert_eq!(chosen, best, "the chosen mix has the lowest validation MSE: {f:?}");
+    assert!((m.val.mse - chosen).abs() <= 1e-6 * chosen, "{} against {chosen}", m.val.mse);
+    // The saved model predicts with the fusion: its validation MSE is the run's.
+    let p =
+        fintune_train::predict::Predictor::load(&dir.path().join("soft/model"), tch::Device::Cpu)
+            .unwrap();
+    assert_eq!(p.extra.fusion.as_ref().map(|x| x.mix), (f.mix > 0.0).then_some(f.mix));
+    let h =
+        fintune_train::run::history::read_history(&dir.path().join("soft/history.csv")).unwrap();
+    assert!(h.series("loss.cls").iter().all(|(_, v)| v.is_finite() && *v > 0.0));
+    println!("soft ordinal: mix {} (validation MSE {chosen:.4}, mix 0: {:.4})", f.mix, f.grid[0].1);
 }

@@ -175,8 +175,10 @@ fn declared_t1_and_t2_tasks_run_as_their_data_and_task_equivalent() {
     c.tasks.truncate(2);
     c.tasks[1].loss = None;
     c.tasks[1].sigma = None;
-    let r = c.runnable().unwrap();
-    assert!(r.tasks.is_empty());
+    let p = c.plan().unwrap();
+    let r = &p.core;
+    assert!(r.tasks.is_empty() && p.aux.is_empty());
+    assert_eq!(p.names, ["fiqa", "polarity"]);
     assert_eq!(r.data.train, vec![PathBuf::from("fiqa.jsonl")]);
     assert_eq!(r.task.strata, Strata::Das);
     assert_eq!(r.task.classes, Classes::Fixed(12));
@@ -189,22 +191,37 @@ fn declared_t1_and_t2_tasks_run_as_their_data_and_task_equivalent() {
         data: Default::default(),
         ..legacy.clone()
     };
-    assert_eq!(declared.runnable().unwrap(), legacy);
+    assert_eq!(declared.plan().unwrap().core, legacy);
+    assert_eq!(legacy.plan().unwrap().names, ["reg", "cls"]);
     legacy.task.strata = Strata::None;
     let declared = TrainConfig {
         tasks: legacy.task_specs().unwrap(),
         data: Default::default(),
         ..legacy.clone()
     };
-    assert_eq!(declared.runnable().unwrap(), legacy);
-    // What the trainer cannot run yet is refused by name.
-    let err = parse(THREE).runnable().unwrap_err().to_string();
-    assert!(
-        err.contains("task `phrasebank` (classification): a third task is not supported"),
-        "{err}"
-    );
+    assert_eq!(declared.plan().unwrap().core, legacy);
+    assert_eq!(legacy.plan().unwrap().names, ["reg"]);
+}
+
+#[test]
+fn three_tasks_plan_as_core_plus_further_tasks() {
+    let p = parse(THREE).plan().unwrap();
+    assert_eq!(p.names, ["fiqa", "polarity", "phrasebank"]);
+    assert_eq!(p.cls_loss, TaskLoss::SoftOrdinal);
+    assert_eq!(p.cls_sigma, Some(0.5));
+    assert_eq!(p.aux.len(), 1);
+    assert_eq!(p.aux[0].name, "phrasebank");
+    assert!(p.core.tasks.is_empty());
+    // Two derived tasks from one regression task are refused by name.
     let mut c = parse(THREE);
-    c.tasks.truncate(2);
-    let err = c.runnable().unwrap_err().to_string();
-    assert!(err.contains("task `polarity` (derived): `loss = \"soft-ordinal\"`"), "{err}");
+    let mut second = c.tasks[1].clone();
+    second.name = "again".into();
+    c.tasks.push(second);
+    let err = c.plan().unwrap_err().to_string();
+    assert!(err.contains("task `again` (derived): `from` names `fiqa`"), "{err}");
+    // The main task has no share.
+    let mut c = parse(THREE);
+    c.tasks[0].share = Some(2.0);
+    let err = c.plan().unwrap_err().to_string();
+    assert!(err.contains("task `fiqa` (main): `share`"), "{err}");
 }
