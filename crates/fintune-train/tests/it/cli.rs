@@ -125,6 +125,8 @@ fn train_then_predict_eval_and_encode() {
             "24",
             "--batch-size",
             "8",
+            "--strata",
+            "das",
             "--data",
         ])
         .arg(&data)

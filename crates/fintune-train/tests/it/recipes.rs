@@ -25,6 +25,8 @@ fn config(data: &Path, out: &Path, members: usize) -> TrainConfig {
     c.optim.epochs = 1;
     c.optim.seed = 7;
     c.optim.ensemble = members;
+    // Two tasks, so that the class probabilities are averaged too.
+    c.task.strata = fintune_train::config::Strata::Das;
     c.out = Some(out.to_owned());
     c
 }

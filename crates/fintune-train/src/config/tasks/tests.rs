@@ -68,6 +68,7 @@ fn the_main_task_moves_to_the_front() {
 fn without_declarations_data_and_task_are_the_t1_and_t2_cases() {
     let mut c = TrainConfig::default();
     c.data.train = vec!["a.jsonl".into()];
+    c.task.strata = Strata::Das;
     let specs = c.task_specs().unwrap();
     assert_eq!(specs.len(), 2);
     assert_eq!((specs[0].name.as_str(), specs[0].kind), (MAIN_TASK, TaskKind::Regression));
@@ -186,6 +187,7 @@ fn declared_t1_and_t2_tasks_run_as_their_data_and_task_equivalent() {
     // The implied T = 2 tasks, declared, give back the same configuration.
     let mut legacy = TrainConfig::default();
     legacy.data.train = vec!["a.jsonl".into()];
+    legacy.task.strata = Strata::Das;
     let declared = TrainConfig {
         tasks: legacy.task_specs().unwrap(),
         data: Default::default(),
