@@ -417,3 +417,33 @@ fn soft_ordinal_classes_pick_a_fusion_on_validation_and_predict_with_it() {
     assert!(h.series("loss.cls").iter().all(|(_, v)| v.is_finite() && *v > 0.0));
     println!("soft ordinal: mix {} (validation MSE {chosen:.4}, mix 0: {:.4})", f.mix, f.grid[0].1);
 }
+
+#[test]
+fn every_weighting_method_runs_over_four_tasks() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for spec in fintune_dwa::WeightingSpec::all_defaults()
+        .into_iter()
+        .filter(|s| !matches!(s, fintune_dwa::WeightingSpec::Static(_)))
+        .chain([
+            fintune_dwa::WeightingSpec::DwaMain,
+            fintune_dwa::WeightingSpec::Static(vec![1.0, 0.5, 0.5, 0.5]),
+        ])
+    {
+        let name = spec.to_string().replace([':', ','], "_");
+        let mut cfg = four_task_config(dir.path(), &name);
+        cfg.optim.epochs = 1;
+        cfg.task.weighting = spec.clone();
+        let m = finished(run(&cfg, &Default::default()));
+        let h =
+            fintune_train::run::history::read_history(&dir.path().join(&name).join("history.csv"))
+                .unwrap();
+        for t in ["main", "classes", "polarity", "more"] {
+            let w = h.series(&format!("w.{t}"));
+            assert_eq!(w.len(), 5, "{name}: steps of w.{t}");
+            assert!(w.iter().all(|(_, v)| v.is_finite() && *v >= 0.0), "{name}: w.{t} = {w:?}");
+        }
+        println!("{name}: validation MSE {:.4}", m.val.mse);
+        assert!(m.val.mse.is_finite());
+    }
+}
