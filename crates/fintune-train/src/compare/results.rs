@@ -17,7 +17,7 @@ pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 /// Seed of the bootstrap intervals of the `cv` protocol.
 pub const BOOTSTRAP_SEED: u64 = 20_171_005;
 /// The methods every method is compared with, when they were run.
-const BASELINES: [&str; 4] = ["single", "mtl-equal", "mtl-das", "single-pooled"];
+const BASELINES: [&str; 5] = ["single", "mtl-equal", "mtl-das", "single-pooled", "seq-fpb"];
 
 /// Mean and standard deviation (sample) over seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -275,7 +275,9 @@ pub(super) fn summarise(
                 let o = find(other);
                 if !o.is_empty() {
                     tests.insert(format!("vs {other}"), paired(&o, &rs, Reported::Mse, protocol));
-                    if matches!(protocol, Protocol::Cv(_)) && other.starts_with("single") {
+                    if matches!(protocol, Protocol::Cv(_))
+                        && (other.starts_with("single") || other == "seq-fpb")
+                    {
                         let (xa, xb) = pairs(&o, &rs, Reported::Mse);
                         if let Some(ci) = bootstrap_rel_change(
                             &xa,
@@ -467,6 +469,27 @@ fn markdown_cv(r: &Results, c: &CompareConfig, cv: &CvInfo) -> String {
                 pm(g(Reported::Cosine), 3),
                 pm(g(Reported::AccPolarity), 3),
             );
+        }
+        let against_seq: Vec<&MethodSummary> =
+            sums.iter().filter(|m| m.tests.contains_key("vs seq-fpb")).collect();
+        if !against_seq.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nAgainst the sequential control `seq-fpb` (PhraseBank first, then the data set):\n"
+            );
+            let _ = writeln!(s, "| method | Δ mse vs seq-fpb [95% CI] | p (t / Wilcoxon) |");
+            let _ = writeln!(s, "|---|---|---|");
+            for m in against_seq {
+                let t = &m.tests["vs seq-fpb"];
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} / {} |",
+                    m.method,
+                    interval(m.intervals.get("vs seq-fpb")),
+                    p(t.t.as_ref()),
+                    p(t.wilcoxon.as_ref())
+                );
+            }
         }
         for m in c.methods.iter().filter(|m| m.pooled) {
             let pools: Vec<_> = r
