@@ -98,6 +98,41 @@ pub struct MethodSpec {
     /// Further tasks or a pre-training stage (see [`Further`]).
     #[serde(default)]
     pub further: Further,
+    /// Optimisation settings that differ from the base configuration (recipes: longer
+    /// training, layer-wise learning-rate decay, learning rates).
+    #[serde(default)]
+    pub optim: OptimOverrides,
+}
+
+/// Optimisation settings a method sets on top of the base configuration (`None`: the base's).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct OptimOverrides {
+    /// `optim.epochs`.
+    pub epochs: Option<usize>,
+    /// `optim.patience`.
+    pub patience: Option<usize>,
+    /// `optim.lr` (backbone).
+    pub lr: Option<f64>,
+    /// `optim.layer_decay`.
+    pub layer_decay: Option<f64>,
+}
+
+impl OptimOverrides {
+    /// Sets the overridden fields of `o`.
+    pub fn apply(&self, o: &mut crate::config::OptimConfig) {
+        if let Some(v) = self.epochs {
+            o.epochs = v;
+        }
+        if let Some(v) = self.patience {
+            o.patience = v;
+        }
+        if let Some(v) = self.lr {
+            o.lr = v;
+        }
+        if let Some(v) = self.layer_decay {
+            o.layer_decay = v;
+        }
+    }
 }
 
 /// What a method adds to the data set's own training part.
@@ -153,6 +188,7 @@ fn m(
         static_grid: vec![],
         pooled: false,
         further: Further::None,
+        optim: OptimOverrides::default(),
     }
 }
 
@@ -230,6 +266,33 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
             I::None,
         )
     });
+    let single = |id: &str, label: &str, optim: OptimOverrides| MethodSpec {
+        optim,
+        ..m(id, label, S::None, W::Equal, I::None)
+    };
+    let o = OptimOverrides::default();
+    v.push(single(
+        "single-long",
+        "single-task, up to 15 epochs (patience 3)",
+        OptimOverrides { epochs: Some(15), patience: Some(3), ..o },
+    ));
+    v.push(single(
+        "single-llrd",
+        "single-task, layer-wise lr decay 0.9",
+        OptimOverrides { layer_decay: Some(0.9), ..o },
+    ));
+    v.push(single(
+        "single-long-llrd",
+        "single-task, up to 15 epochs (patience 3), layer-wise lr decay 0.9",
+        OptimOverrides { epochs: Some(15), patience: Some(3), layer_decay: Some(0.9), ..o },
+    ));
+    for (id, lr) in [("single-lr2e-5", 2e-5), ("single-lr1e-4", 1e-4)] {
+        v.push(single(
+            id,
+            &format!("single-task, lr {lr:e}"),
+            OptimOverrides { lr: Some(lr), ..o },
+        ));
+    }
     v.push(m(
         "mtl-das-control",
         "control: MTL + DAS, static weights 0.999 / 0.001",
@@ -734,6 +797,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                             None => method.weighting.clone(),
                         };
                         cfg.optim.seed = seed;
+                        method.optim.apply(&mut cfg.optim);
                         cfg.out = Some(dir.clone());
                         let cfg = apply_further(c, ds, method, cfg, log)?;
                         let t0 = std::time::Instant::now();
@@ -921,5 +985,12 @@ mod tests {
         assert_eq!(m.weighting, WeightingSpec::Static(vec![0.999, 0.001]));
         let cfg = apply_further(&c, fiqa, &m, cell_config(&m), &mut log).unwrap();
         assert!(cfg.tasks.is_empty());
+        // Recipes override the optimisation settings only.
+        let mut o = crate::config::OptimConfig::default();
+        method("single-long-llrd").optim.apply(&mut o);
+        assert_eq!((o.epochs, o.patience, o.layer_decay, o.lr), (15, 3, 0.9, 5e-5));
+        let mut o = crate::config::OptimConfig::default();
+        method("single-lr1e-4").optim.apply(&mut o);
+        assert_eq!((o.epochs, o.lr), (5, 1e-4));
     }
 }
