@@ -150,10 +150,12 @@ pub fn write(
 ) -> Result<()> {
     let mut s = String::new();
     let _ = writeln!(s, "# fintune run report\n");
+    // The main task's files (with [[tasks]], `[data]` is empty).
+    let train = cfg.task_specs().map_or_else(|_| cfg.data.train.clone(), |t| t[0].train.clone());
     let _ = writeln!(
         s,
         "- training data: {}",
-        cfg.data.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s, "- backbone: {} (tuning {})", cfg.model.backbone.display(), m.tuning);
     let _ = writeln!(
@@ -174,6 +176,14 @@ pub fn write(
     );
     for sk in &m.data.skipped {
         let _ = writeln!(s, "- skipped {} invalid {} rows (see metrics.json)", sk.count, sk.part);
+    }
+    for t in &m.data.tasks {
+        let _ = writeln!(
+            s,
+            "- further task `{}` ({}): {} training examples of {} read ({} dropped: equal to a \
+             validation or test text of the main task), {} rows per batch",
+            t.name, t.kind, t.train, t.read, t.dropped, t.slots
+        );
     }
     let _ = writeln!(
         s,

@@ -303,6 +303,14 @@ fn a_four_task_run_overfits_a_tiny_self_made_fixture() {
         m.data.tasks.iter().map(|t| (t.name.as_str(), t.train, t.dropped, t.slots)).collect();
     assert_eq!(tasks, [("polarity", 24, 0, 5), ("more", 22, 2, 4)]);
     assert_eq!(m.data.train, 32);
+    let report = std::fs::read_to_string(dir.path().join("four/report.md")).unwrap();
+    assert!(report.contains("main.jsonl"), "{report}");
+    assert!(
+        report.contains(
+            "further task `more` (regression): 22 training examples of 24 read (2 dropped"
+        ),
+        "{report}"
+    );
     let h =
         fintune_train::run::history::read_history(&dir.path().join("four/history.csv")).unwrap();
     for t in ["main", "classes", "polarity", "more"] {
