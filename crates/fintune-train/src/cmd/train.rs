@@ -443,6 +443,13 @@ pub(super) struct CompareArgs {
     /// (the collecting run after an array).
     #[arg(long)]
     shard: Option<String>,
+    /// Run only the run with this 0-based index in the list (e.g. `--run-index
+    /// $SLURM_ARRAY_TASK_ID` with one array task per run; `--count-runs` gives the range).
+    #[arg(long, conflicts_with = "shard")]
+    run_index: Option<usize>,
+    /// Print the number of runs in the matrix and exit.
+    #[arg(long)]
+    count_runs: bool,
     /// Keep every finished run's model/ folder (by default only the metrics, history, plots
     /// and report stay; checkpoints are always removed once a run has finished).
     #[arg(long)]
@@ -530,7 +537,7 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
     if seeds.is_empty() {
         bail!("--seeds must be at least 1");
     }
-    let shard = resolve_shard(a.shard.as_deref())?;
+    let shard = if a.run_index.is_some() { None } else { resolve_shard(a.shard.as_deref())? };
     if let Some(s) = &shard {
         eprintln!("compare: {s}");
     }
@@ -555,6 +562,7 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
         pool: compare::known_datasets(),
         base,
         shard,
+        run_index: a.run_index,
         keep_models: a.keep_models,
         command: std::iter::once("fintune".to_owned())
             .chain(std::env::args().skip(1))
@@ -562,6 +570,10 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(" "),
     };
+    if a.count_runs {
+        println!("{}", compare::total_runs(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
     let t0 = std::time::Instant::now();
     let r = compare::run(&cfg, &mut |line| eprintln!("{line}"))?;
     eprintln!(

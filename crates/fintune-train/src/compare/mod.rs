@@ -431,6 +431,9 @@ pub struct CompareConfig {
     /// Run only the runs whose index is `k` modulo `n` (`(k, n)`), so that several processes
     /// can share the matrix; a final run without a shard collects every result.
     pub shard: Option<(usize, usize)>,
+    /// Run only the run with this 0-based index in the list (`--run-index`, e.g. a job
+    /// array's task id: one run per array task balances runs of unequal length).
+    pub run_index: Option<usize>,
     /// The command line that made the results, written into `results.md` (may be empty).
     pub command: String,
     /// Keep each finished run's `model/` folder. Default: false (a MiniLM model is 87 MB, the
@@ -738,19 +741,31 @@ fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetric
     }
 }
 
+/// The number of runs in the matrix (data sets x cells x seeds x methods, a static grid
+/// counting each of its points): the range of `--run-index`.
+pub fn total_runs(c: &CompareConfig) -> usize {
+    let units_per_ds = match c.protocol {
+        Protocol::Fixed => 1,
+        Protocol::Cv(spec) => spec.cells(),
+    };
+    c.datasets.len()
+        * units_per_ds
+        * c.seeds.len()
+        * c.methods.iter().map(|m| m.static_grid.len().max(1)).sum::<usize>()
+}
+
 /// Runs (or resumes) the matrix and writes the results. `log` receives one line per run.
 pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
     std::fs::create_dir_all(&c.out).map_err(|e| Error::io(&c.out, e))?;
     let mut runs = Vec::new();
     let mut failures = Vec::new();
-    let units_per_ds = match c.protocol {
-        Protocol::Fixed => 1,
-        Protocol::Cv(spec) => spec.cells(),
-    };
-    let total: usize = c.datasets.len()
-        * units_per_ds
-        * c.seeds.len()
-        * c.methods.iter().map(|m| m.static_grid.len().max(1)).sum::<usize>();
+    let total = total_runs(c);
+    if let Some(i) = c.run_index.filter(|&i| i >= total) {
+        return Err(Error::Config(format!(
+            "--run-index {i}: the matrix has {total} runs (indices 0 to {})",
+            total.saturating_sub(1)
+        )));
+    }
     let mut done = 0;
     let any_pooled = c.methods.iter().any(|m| m.pooled);
     for ds in &c.datasets {
@@ -774,7 +789,9 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                     let pool = if method.pooled { pool.as_ref() } else { None };
                     for &seed in &unit.seeds {
                         done += 1;
-                        if c.shard.is_some_and(|(k, n)| (done - 1) % n != k) {
+                        if c.shard.is_some_and(|(k, n)| (done - 1) % n != k)
+                            || c.run_index.is_some_and(|i| done - 1 != i)
+                        {
                             continue;
                         }
                         let mut dir = c.out.join("runs").join(&ds.name).join(&method.id);
@@ -916,6 +933,7 @@ mod tests {
             pool: known_datasets(),
             base: TrainConfig::default(),
             shard: None,
+            run_index: None,
             command: String::new(),
             keep_models: false,
         }

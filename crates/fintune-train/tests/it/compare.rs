@@ -29,6 +29,7 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
         pool: compare::known_datasets(),
         base,
         shard: None,
+        run_index: None,
         command: "fintune compare (test)".into(),
         keep_models: false,
     }
@@ -103,6 +104,19 @@ fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
     assert!(out.join("plots/fiqa.png").exists());
     assert!(reuse_s < 60.0, "reusing finished runs took {reuse_s:.1} s");
 
+    // One run by its index (reused here): the fourth in list order, mtl-static at 0.3, seed 2.
+    let mut one = c.clone();
+    one.run_index = Some(3);
+    assert_eq!(compare::total_runs(&one), 8);
+    let single = compare::run(&one, &mut |_| {}).unwrap();
+    assert_eq!(single.runs.len(), 1);
+    assert_eq!(
+        (single.runs[0].method.as_str(), single.runs[0].seed, single.runs[0].variant),
+        ("mtl-static", 2, Some(0.3))
+    );
+    one.run_index = Some(8);
+    let err = compare::run(&one, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("the matrix has 8 runs (indices 0 to 7)"), "{err}");
     // Another configuration in the same folder: every run is refused and recorded.
     c.base.optim.epochs = 2;
     let r = compare::run(&c, &mut |l| lines.push(l.to_owned())).unwrap();
