@@ -72,7 +72,7 @@ pub use error::Error;
 pub use format::Format;
 pub use options::{DefaultGroup, ReadOptions, ScoreRange};
 pub use problem::{Location, Problem, ProblemKind, ProblemReport, SkipReport, Warning};
-pub use read::{read_dataset, BatchReader};
+pub use read::{read_dataset, read_units, BatchReader};
 pub use schema::dataset_schema;
 pub use summary::{
     bin_edges, bin_of, LengthStats, ScoreStats, Summary, BINS, EXTREME_FROM, NEUTRAL_BELOW,

@@ -40,7 +40,16 @@ fn open_source(
     format: Format,
     opts: &ReadOptions,
     v: &mut Validator,
+    units: Option<&[usize]>,
 ) -> Result<Option<Box<dyn Source>>, Error> {
+    if let Some(u) = units {
+        if format != Format::Parquet && u != [0] {
+            return Err(Error::InvalidOption(format!(
+                "{}: a {format} file is one unit (0); asked for units {u:?}",
+                path.display()
+            )));
+        }
+    }
     let file_ctx = v.begin_file(path);
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(match format {
@@ -66,15 +75,22 @@ fn open_source(
                 return Ok(None);
             };
             let mask = ProjectionMask::roots(builder.parquet_schema(), projection);
-            let reader = builder
-                .with_projection(mask)
-                .with_batch_size(opts.batch_size)
-                .build()
-                .map_err(parquet_error)?;
-            let owned = path.to_path_buf();
-            let batches: BatchIter = Box::new(reader.map(move |batch| {
-                batch.map_err(|source| Error::Arrow { path: owned.clone(), source })
-            }));
+            let batches: BatchIter = match units {
+                None => {
+                    let reader = builder
+                        .with_projection(mask)
+                        .with_batch_size(opts.batch_size)
+                        .build()
+                        .map_err(parquet_error)?;
+                    let owned = path.to_path_buf();
+                    Box::new(reader.map(move |batch| {
+                        batch
+                            .map(|b| (b, None))
+                            .map_err(|source| Error::Arrow { path: owned.clone(), source })
+                    }))
+                }
+                Some(u) => parquet_units(path, &builder, &mask, opts, u)?,
+            };
             Some(Box::new(ColumnarSource::new(batches, file_ctx, v)))
         }
         Format::ArrowFile => {
@@ -89,7 +105,9 @@ fn open_source(
                 .map_err(arrow_error(&file_ctx))?;
             let owned = path.to_path_buf();
             let batches: BatchIter = Box::new(reader.map(move |batch| {
-                batch.map_err(|source| Error::Arrow { path: owned.clone(), source })
+                batch
+                    .map(|b| (b, None))
+                    .map_err(|source| Error::Arrow { path: owned.clone(), source })
             }));
             Some(Box::new(ColumnarSource::new(batches, file_ctx, v)))
         }
@@ -105,11 +123,78 @@ fn open_source(
                 .map_err(arrow_error(&file_ctx))?;
             let owned = path.to_path_buf();
             let batches: BatchIter = Box::new(reader.map(move |batch| {
-                batch.map_err(|source| Error::Arrow { path: owned.clone(), source })
+                batch
+                    .map(|b| (b, None))
+                    .map_err(|source| Error::Arrow { path: owned.clone(), source })
             }));
             Some(Box::new(ColumnarSource::new(batches, file_ctx, v)))
         }
     })
+}
+
+/// The batches of row groups `units` (strictly increasing) of a Parquet file, one reader per
+/// group, each group's first batch carrying the number of file rows before it.
+fn parquet_units(
+    path: &Path,
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+    mask: &ProjectionMask,
+    opts: &ReadOptions,
+    units: &[usize],
+) -> Result<BatchIter, Error> {
+    let meta = builder.metadata().clone();
+    let n = meta.num_row_groups();
+    if let Some(w) = units.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(Error::InvalidOption(format!(
+            "{}: row groups must be listed in increasing order, got {} before {}",
+            path.display(),
+            w[0],
+            w[1]
+        )));
+    }
+    if let Some(&u) = units.iter().find(|&&u| u >= n) {
+        return Err(Error::InvalidOption(format!(
+            "{}: row group {u} asked for; the file has {n}",
+            path.display()
+        )));
+    }
+    let mut before = vec![0u64; n];
+    for i in 1..n {
+        before[i] = before[i - 1] + meta.row_group(i - 1).num_rows() as u64;
+    }
+    let mut readers: Vec<BatchIter> = Vec::with_capacity(units.len());
+    for &u in units {
+        let parquet_error = |source| Error::Parquet { path: path.into(), source };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(parquet_error)?
+            .with_projection(mask.clone())
+            .with_batch_size(opts.batch_size)
+            .with_row_groups(vec![u])
+            .build()
+            .map_err(parquet_error)?;
+        let owned = path.to_path_buf();
+        let mut start = Some(before[u]);
+        readers.push(Box::new(reader.map(move |batch| {
+            batch
+                .map(|b| (b, start.take()))
+                .map_err(|source| Error::Arrow { path: owned.clone(), source })
+        })));
+    }
+    Ok(Box::new(readers.into_iter().flatten()))
+}
+
+/// The number of units `path` splits into for sharded reading
+/// ([`BatchReader::open_units`]): a Parquet file's row groups; 1 for any other format.
+pub fn read_units(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<usize, Error> {
+    let path = path.as_ref();
+    let format = resolve_format(path, opts)?;
+    if format != Format::Parquet {
+        return Ok(1);
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|source| Error::Parquet { path: path.into(), source })?;
+    Ok(builder.metadata().num_row_groups())
 }
 
 fn resolve_format(path: &Path, opts: &ReadOptions) -> Result<Format, Error> {
@@ -139,7 +224,7 @@ pub fn read_dataset(paths: &[impl AsRef<Path>], opts: &ReadOptions) -> Result<Da
     for path in paths {
         let path = path.as_ref();
         let format = resolve_format(path, opts)?;
-        if let Some(mut source) = open_source(path, format, opts, &mut v)? {
+        if let Some(mut source) = open_source(path, format, opts, &mut v, None)? {
             while source.fill(&mut v, opts.batch_size)? {}
         }
     }
@@ -205,11 +290,29 @@ impl BatchReader {
     /// errors and bad options; a file-level problem (for example a missing text column) is the
     /// first item of the iterator.
     pub fn open(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Self, Error> {
+        Self::open_inner(path.as_ref(), opts, None)
+    }
+
+    /// Opens only the units `units` (strictly increasing, non-empty) of `path`: row groups of
+    /// a Parquet file ([`read_units`] counts them), `[0]` (the whole file) for any other
+    /// format. Row numbers in problems and generated ids are those of the whole file, so the
+    /// rows of all units equal the rows of [`BatchReader::open`].
+    pub fn open_units(
+        path: impl AsRef<Path>,
+        opts: &ReadOptions,
+        units: &[usize],
+    ) -> Result<Self, Error> {
+        if units.is_empty() {
+            return Err(Error::InvalidOption("no unit to read".into()));
+        }
+        Self::open_inner(path.as_ref(), opts, Some(units))
+    }
+
+    fn open_inner(path: &Path, opts: &ReadOptions, units: Option<&[usize]>) -> Result<Self, Error> {
         opts.validate()?;
-        let path = path.as_ref();
         let format = resolve_format(path, opts)?;
         let mut validator = Validator::new(opts);
-        let source = open_source(path, format, opts, &mut validator)?;
+        let source = open_source(path, format, opts, &mut validator, units)?;
         Ok(BatchReader {
             source,
             validator,

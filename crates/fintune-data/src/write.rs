@@ -42,11 +42,15 @@ pub struct WriteOptions {
     pub format: Option<Format>,
     /// zstd level for Parquet (1 to 22).
     pub zstd_level: i32,
+    /// Most rows per Parquet row group (`None`: the parquet crate's default, 1 Mi rows). Row
+    /// groups are the units a sharded reader ([`crate::BatchReader::open_units`]) splits by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_group_rows: Option<usize>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { format: None, zstd_level: 3 }
+        WriteOptions { format: None, zstd_level: 3, row_group_rows: None }
     }
 }
 
@@ -72,6 +76,12 @@ impl WriteOptions {
     /// zstd compression level for Parquet. Default: `3`.
     pub fn zstd_level(mut self, level: i32) -> Self {
         self.zstd_level = level;
+        self
+    }
+
+    /// Most rows per Parquet row group (at least 1). Default: the parquet crate's.
+    pub fn row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = Some(rows);
         self
     }
 }
@@ -201,8 +211,15 @@ impl BatchWriter {
                 let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| {
                     Error::InvalidOption(format!("zstd level {}: {e}", opts.zstd_level))
                 })?;
-                let props =
-                    WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+                let mut props =
+                    WriterProperties::builder().set_compression(Compression::ZSTD(level));
+                if let Some(rows) = opts.row_group_rows {
+                    if rows == 0 {
+                        return Err(Error::InvalidOption("row groups need at least 1 row".into()));
+                    }
+                    props = props.set_max_row_group_row_count(Some(rows));
+                }
+                let props = props.build();
                 let writer = ArrowWriter::try_new(buffered(), schema.clone(), Some(props))
                     .map_err(|source| Error::Parquet { path: path.clone(), source })?;
                 Sink::Parquet(Box::new(writer))

@@ -20,7 +20,11 @@ use crate::read::Source;
 use crate::validate::{field, Cell, FileCtx, RawRow, ScoreCell, Validator};
 
 /// The batches of one file, whatever the container.
-pub(crate) type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch, Error>> + Send>;
+/// Batches of a columnar file; a batch may carry the number of file rows before it (when
+/// only some row groups are read), which keeps row numbers and generated ids those of the
+/// whole file.
+pub(crate) type BatchIter =
+    Box<dyn Iterator<Item = Result<(RecordBatch, Option<u64>), Error>> + Send>;
 
 pub(crate) struct ColumnarSource {
     batches: BatchIter,
@@ -148,7 +152,13 @@ impl Source for ColumnarSource {
                 Some(pending) => pending,
                 None => match self.batches.next() {
                     None => return Ok(false),
-                    Some(batch) => (batch?, 0),
+                    Some(item) => {
+                        let (batch, rows_before) = item?;
+                        if let Some(r) = rows_before {
+                            self.row = r;
+                        }
+                        (batch, 0)
+                    }
                 },
             };
             let len = (batch.num_rows() - offset).min(max_rows - rows);

@@ -790,3 +790,68 @@ fn class_names_become_class_indices_and_unknown_names_are_row_errors() {
     let twice = ReadOptions::new().labels(["a", "a"]);
     assert!(read_dataset(&[&good], &twice).is_err());
 }
+
+#[test]
+fn parquet_row_groups_are_units_with_the_whole_files_row_numbers_and_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ten.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, true),
+        Field::new("score", DataType::Float32, true),
+    ]));
+    let texts: Vec<Option<String>> =
+        (1..=10).map(|i| if i == 8 { Some(" ".into()) } else { Some(format!("t{i}")) }).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(texts)) as ArrayRef,
+            Arc::new(Float32Array::from((1..=10).map(|i| i as f32 / 20.0).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        crate::BatchWriter::create(&path, schema, &crate::WriteOptions::new().row_group_rows(3))
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let opts = ReadOptions::new().skip_invalid(true);
+    assert_eq!(read_units(&path, &opts).unwrap(), 4);
+    let ids = |units: Option<&[usize]>| -> Vec<String> {
+        let reader = match units {
+            Some(u) => BatchReader::open_units(&path, &opts, u).unwrap(),
+            None => BatchReader::open(&path, &opts).unwrap(),
+        };
+        let mut out = vec![];
+        for b in reader {
+            let b = b.unwrap();
+            let col = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            out.extend(col.iter().map(|v| v.unwrap().to_owned()));
+        }
+        out
+    };
+    let all = ids(None);
+    assert_eq!(all.len(), 9, "row 8 is skipped");
+    let mut parts = ids(Some(&[0, 2]));
+    parts.extend(ids(Some(&[1, 3])));
+    parts.sort();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(parts, sorted, "the units together are the file");
+    assert_eq!(ids(Some(&[3])), [all[8].clone()], "row 10's generated id");
+    // The empty text of row 8 is reported with its row in the whole file.
+    let strict = ReadOptions::new();
+    let err = BatchReader::open_units(&path, &strict, &[2])
+        .unwrap()
+        .find_map(|b| b.err())
+        .unwrap()
+        .to_string();
+    assert!(err.contains("row 8"), "{err}");
+    // Bad unit lists are refused.
+    for bad in [&[4][..], &[1, 1], &[2, 1], &[]] {
+        assert!(BatchReader::open_units(&path, &opts, bad).is_err(), "{bad:?}");
+    }
+    let jsonl = write(dir.path(), "a.jsonl", line("a", "x", "0.1"));
+    assert_eq!(read_units(&jsonl, &opts).unwrap(), 1);
+    assert!(BatchReader::open_units(&jsonl, &opts, &[1]).is_err());
+    assert_eq!(BatchReader::open_units(&jsonl, &opts, &[0]).unwrap().count(), 1);
+}

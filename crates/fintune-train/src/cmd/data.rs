@@ -68,6 +68,9 @@ pub(super) enum DataCommand {
         /// Score optional (prediction input).
         #[arg(long)]
         unlabelled: bool,
+        /// Parquet output: most rows per row group (the units of a sharded `predict`).
+        #[arg(long)]
+        row_group_rows: Option<usize>,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -85,13 +88,13 @@ pub(super) fn data(c: DataCommand) -> Result<ExitCode> {
         DataCommand::Split { input, out, fractions, seed, read } => {
             data_split(&input, &out, &fractions, seed, &read)
         }
-        DataCommand::Convert { input, output, to, unlabelled, read } => {
-            let r = fintune_data::convert(
-                &input,
-                &output,
-                &read.options().labelled(!unlabelled),
-                &WriteOptions::new().format_opt(to),
-            )?;
+        DataCommand::Convert { input, output, to, unlabelled, row_group_rows, read } => {
+            let mut w = WriteOptions::new().format_opt(to);
+            if let Some(n) = row_group_rows {
+                w = w.row_group_rows(n);
+            }
+            let r =
+                fintune_data::convert(&input, &output, &read.options().labelled(!unlabelled), &w)?;
             println!("{r}");
             Ok(ExitCode::SUCCESS)
         }

@@ -49,11 +49,12 @@ pub(super) struct PredictArgs {
     /// A run's model folder (RUN/model).
     #[arg(long)]
     model: PathBuf,
-    /// Input file, or - for JSONL on standard input.
-    #[arg(long)]
-    input: PathBuf,
+    /// Input files (read in order, written as one output), or - for JSONL on standard input.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
     /// Output file (JSONL, CSV, Parquet, Arrow by extension), or - for JSONL on standard
-    /// output. Never the input file.
+    /// output. Never an input file. With a shard: the output dataset's folder, which receives
+    /// `part-K-of-N.<ext>`.
     #[arg(long, default_value = "-")]
     output: PathBuf,
     #[command(flatten)]
@@ -64,6 +65,15 @@ pub(super) struct PredictArgs {
     /// cpu, cuda, cuda:N, auto.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// K/N: predict every N-th unit starting at K (0-based; units are the inputs' Parquet row
+    /// groups, and whole files of other formats) into OUTPUT/part-K-of-N.<ext>. Without it the
+    /// shard comes from the scheduler when there is one (as for `compare`); `none` predicts
+    /// everything into OUTPUT whatever the environment says.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Format of a shard's part file (default parquet).
+    #[arg(long, default_value = "parquet")]
+    part_format: fintune_data::Format,
 }
 
 #[derive(Debug, Args)]
@@ -151,11 +161,24 @@ fn stream<B: OutputBatch>(
     schema: arrow_schema::SchemaRef,
     mut f: impl FnMut(&arrow_array::RecordBatch) -> Result<B>,
 ) -> Result<(usize, SkipReport)> {
-    check_output(input, output)?;
+    let pieces = [(input.to_path_buf(), None)];
+    stream_pieces(&pieces, output, opts, schema, &mut |b, _| f(b))
+}
+
+/// [`stream`] over several inputs in order, each whole (`None`) or some of its units
+/// (`fintune_data::BatchReader::open_units`), into one output. An empty list writes an empty
+/// output.
+fn stream_pieces<B: OutputBatch>(
+    pieces: &[(PathBuf, Option<Vec<usize>>)],
+    output: &std::path::Path,
+    opts: &fintune_data::ReadOptions,
+    schema: arrow_schema::SchemaRef,
+    f: &mut dyn FnMut(&arrow_array::RecordBatch, &std::path::Path) -> Result<B>,
+) -> Result<(usize, SkipReport)> {
+    for (input, _) in pieces {
+        check_output(input, output)?;
+    }
     catch_interrupts();
-    let mut stdin_copy = None;
-    let input = input_path(input, &mut stdin_copy)?;
-    let mut reader = BatchReader::open(&input, opts)?;
     let mut sink = Sink::open(output, schema)?;
     let bar = if output.as_os_str() != "-" && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new_spinner()
@@ -163,38 +186,95 @@ fn stream<B: OutputBatch>(
         indicatif::ProgressBar::hidden()
     };
     let mut rows = 0usize;
-    for batch in reader.by_ref() {
+    let mut skipped = SkipReport::default();
+    for (input, units) in pieces {
+        let mut stdin_copy = None;
+        let input = input_path(input, &mut stdin_copy)?;
+        let mut reader = match units {
+            None => BatchReader::open(&input, opts)?,
+            Some(u) => BatchReader::open_units(&input, opts, u)?,
+        };
+        for batch in reader.by_ref() {
+            check_interrupt()?;
+            let batch = batch?;
+            rows += batch.num_rows();
+            sink.write(&f(&batch, &input)?)?;
+            bar.set_message(format!("{rows} rows"));
+            bar.tick();
+        }
         check_interrupt()?;
-        let batch = batch?;
-        rows += batch.num_rows();
-        sink.write(&f(&batch)?)?;
-        bar.set_message(format!("{rows} rows"));
-        bar.tick();
+        let s = reader.skipped();
+        if !s.is_empty() {
+            eprintln!("{}: {s}", input.display());
+        }
+        skipped.count += s.count;
+        skipped.problems.extend(s.problems);
     }
-    check_interrupt()?;
     bar.finish_and_clear();
-    let skipped = reader.skipped();
     sink.finish()?;
-    if !skipped.is_empty() {
-        eprintln!("{skipped}");
-    }
     Ok((rows, skipped))
 }
 
 pub(super) fn predict(a: &PredictArgs) -> Result<ExitCode> {
-    check_output(&a.input, &a.output)?;
+    if a.input.len() > 1 && a.input.iter().any(|i| i.as_os_str() == "-") {
+        bail!("--input -: standard input cannot be read beside files");
+    }
+    for i in &a.input {
+        check_output(i, &a.output)?;
+    }
+    let shard = super::train::resolve_shard(a.shard.as_deref())?;
     let p = load_predictor(&a.model, a.device, a.batch_size)?;
     let opts = a.read.options().labelled(false).batch_size(a.batch_size * 16);
     let mut first = true;
-    let (rows, _) = stream(&a.input, &a.output, &opts, p.output_schema(), |b| {
+    let mut f = |b: &arrow_array::RecordBatch, input: &std::path::Path| -> Result<_> {
         if std::mem::take(&mut first) {
             // The first batch decides (predict streams: it cannot look at the whole input).
-            p.check_targets(&batch_targets(b), &a.input, &a.read.target_col)?;
+            p.check_targets(&batch_targets(b), input, &a.read.target_col)?;
         }
         Ok(p.predict_batch(b)?)
-    })?;
-    if a.output.as_os_str() != "-" {
-        eprintln!("predicted {rows} rows into {}", a.output.display());
+    };
+    let (pieces, output) = match &shard {
+        None => (a.input.iter().map(|i| (i.clone(), None)).collect::<Vec<_>>(), a.output.clone()),
+        Some(sh) => {
+            if a.output.as_os_str() == "-" || a.input.iter().any(|i| i.as_os_str() == "-") {
+                bail!("a sharded predict reads files and writes a folder: --input FILE... --output DIR");
+            }
+            let mut units = vec![];
+            for i in &a.input {
+                let n = fintune_data::read_units(i, &opts)?;
+                units.extend((0..n).map(|u| (i.clone(), u)));
+            }
+            let mut pieces: Vec<(PathBuf, Option<Vec<usize>>)> = vec![];
+            for (k, (file, u)) in units.iter().enumerate() {
+                if k % sh.count != sh.index {
+                    continue;
+                }
+                match pieces.last_mut() {
+                    Some((f, Some(list))) if f == file => list.push(*u),
+                    _ => pieces.push((file.clone(), Some(vec![*u]))),
+                }
+            }
+            std::fs::create_dir_all(&a.output)
+                .with_context(|| format!("creating the output folder {}", a.output.display()))?;
+            let part = a.output.join(format!(
+                "part-{}-of-{}.{}",
+                sh.index,
+                sh.count,
+                a.part_format.extension()
+            ));
+            eprintln!(
+                "predict: {sh}: {} of {} units ({} files) into {}",
+                pieces.iter().map(|x| x.1.as_ref().map_or(1, Vec::len)).sum::<usize>(),
+                units.len(),
+                a.input.len(),
+                part.display()
+            );
+            (pieces, part)
+        }
+    };
+    let (rows, _) = stream_pieces(&pieces, &output, &opts, p.output_schema(), &mut f)?;
+    if output.as_os_str() != "-" {
+        eprintln!("predicted {rows} rows into {}", output.display());
     }
     Ok(ExitCode::SUCCESS)
 }

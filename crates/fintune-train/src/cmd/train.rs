@@ -484,7 +484,7 @@ fn select<T>(
 }
 
 /// `--shard K/N`, `--shard none`, or the scheduler's shard (see `fintune_train::shard`).
-fn resolve_shard(flag: Option<&str>) -> Result<Option<fintune_train::shard::Shard>> {
+pub(super) fn resolve_shard(flag: Option<&str>) -> Result<Option<fintune_train::shard::Shard>> {
     use fintune_train::shard::Shard;
     Ok(match flag {
         Some("none") => None,

@@ -268,3 +268,86 @@ fn aux_flags_declare_the_further_tasks() {
         .failure()
         .stderr(predicate::str::contains("--aux-class, which is missing"));
 }
+
+/// `id -> score` of a JSONL prediction file.
+fn scores_of(path: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_owned(), v["score"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn sharded_predict_by_row_group_equals_the_whole_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_subset(dir.path(), "train.jsonl", 40);
+    let run = dir.path().join("run");
+    fintune()
+        .args(["train", "--quiet", "--epochs", "1", "--max-len", "24", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .arg("--backbone")
+        .arg(minilm())
+        .assert()
+        .success();
+    let model = run.join("model");
+    let pq = dir.path().join("test.parquet");
+    fintune()
+        .args(["data", "convert", "fixtures/test.jsonl"])
+        .arg(&pq)
+        .args(["--row-group-rows", "10"])
+        .assert()
+        .success();
+    let whole = dir.path().join("whole.jsonl");
+    fintune()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&pq)
+        .arg("--output")
+        .arg(&whole)
+        .assert()
+        .success();
+    let parts = dir.path().join("parts");
+    for k in 0..2 {
+        fintune()
+            .args(["predict", "--part-format", "jsonl", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&pq)
+            .arg("--output")
+            .arg(&parts)
+            .args(["--shard", &format!("{k}/2")])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!("shard {k}/2 (from --shard)")));
+    }
+    let want = scores_of(&whole);
+    let mut got = scores_of(&parts.join("part-0-of-2.jsonl"));
+    let second = scores_of(&parts.join("part-1-of-2.jsonl"));
+    assert!(!got.is_empty() && !second.is_empty(), "both shards have row groups");
+    assert!(second.keys().all(|k| !got.contains_key(k)), "no row in both parts");
+    got.extend(second);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (id, s) in &want {
+        assert!((got[id] - s).abs() < 1e-5, "{id}: {} against {s}", got[id]);
+    }
+    // Several inputs without a shard: one output, in order.
+    let both = dir.path().join("both.jsonl");
+    fintune()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&pq)
+        .arg(&data)
+        .arg("--output")
+        .arg(&both)
+        .assert()
+        .success();
+    assert_eq!(scores_of(&both).len(), want.len() + 40);
+}
