@@ -115,6 +115,10 @@ pub struct OptimOverrides {
     pub lr: Option<f64>,
     /// `optim.layer_decay`.
     pub layer_decay: Option<f64>,
+    /// `optim.ensemble`: a seed ensemble of this many members per run (seeds `seed ..
+    /// seed + N - 1` on the cell's split).
+    #[serde(default)]
+    pub ensemble: Option<usize>,
 }
 
 impl OptimOverrides {
@@ -131,6 +135,9 @@ impl OptimOverrides {
         }
         if let Some(v) = self.layer_decay {
             o.layer_decay = v;
+        }
+        if let Some(v) = self.ensemble {
+            o.ensemble = v;
         }
     }
 }
@@ -285,6 +292,11 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
         "single-long-llrd",
         "single-task, up to 15 epochs (patience 3), layer-wise lr decay 0.9",
         OptimOverrides { epochs: Some(15), patience: Some(3), layer_decay: Some(0.9), ..o },
+    ));
+    v.push(single(
+        "single-ens5",
+        "single-task, seed ensemble of 5 members",
+        OptimOverrides { ensemble: Some(5), ..o },
     ));
     for (id, lr) in [("single-lr2e-5", 2e-5), ("single-lr1e-4", 1e-4)] {
         v.push(single(
@@ -708,8 +720,44 @@ fn units(c: &CompareConfig, ds: &DatasetSpec) -> Result<Vec<Unit>> {
     })
 }
 
-fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetrics> {
+/// What the matrix keeps of a finished run: a single model's or a seed ensemble's.
+#[derive(Debug)]
+struct Finished {
+    val: crate::metrics::MetricReport,
+    test: Option<crate::metrics::MetricReport>,
+    best_epoch: usize,
+    train_s: f64,
+}
+
+impl From<RunMetrics> for Finished {
+    fn from(m: RunMetrics) -> Self {
+        Finished { val: m.val, test: m.test, best_epoch: m.best_epoch, train_s: m.timing.train_s }
+    }
+}
+
+impl From<crate::ensemble::EnsembleMetrics> for Finished {
+    fn from(m: crate::ensemble::EnsembleMetrics) -> Self {
+        Finished {
+            best_epoch: m.members.first().map_or(0, |x| x.best_epoch),
+            train_s: m.cost.train_s,
+            val: m.val,
+            test: m.test,
+        }
+    }
+}
+
+fn remove_dirs(dirs: impl IntoIterator<Item = PathBuf>) -> Result<()> {
+    for d in dirs {
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<Finished> {
     let folder = run::RunDir::new(dir);
+    let ensemble = cfg.optim.ensemble > 1;
     if folder.is_finished() {
         // A finished run is reused only when it was made with this configuration (the thread
         // count and device aside: they do not change the numbers).
@@ -718,11 +766,39 @@ fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetric
         if !keys.is_empty() {
             return Err(Error::OtherConfig { path: dir.to_owned(), keys });
         }
-        return run::read_json(&folder.metrics());
+        return Ok(if ensemble {
+            run::read_json::<crate::ensemble::EnsembleMetrics>(&folder.metrics())?.into()
+        } else {
+            run::read_json::<RunMetrics>(&folder.metrics())?.into()
+        });
+    }
+    let mut progress = crate::progress::Silent;
+    if ensemble {
+        let members = crate::ensemble::members_dir(dir);
+        let resume = members.is_dir() && folder.config().exists();
+        let opts = RunOptions { resume, ..Default::default() };
+        return match crate::ensemble::train_ensemble(cfg, dir, &opts, &mut progress)? {
+            crate::ensemble::EnsembleOutcome::Finished(m) => {
+                let mut drop = vec![];
+                for k in 0..cfg.optim.ensemble {
+                    drop.push(members.join(k.to_string()).join("checkpoint"));
+                    if !keep_models {
+                        drop.push(members.join(k.to_string()).join("model"));
+                    }
+                }
+                if !keep_models {
+                    drop.push(dir.join("model"));
+                }
+                remove_dirs(drop)?;
+                Ok((*m).into())
+            }
+            crate::ensemble::EnsembleOutcome::Interrupted { .. } => {
+                Err(Error::Config("interrupted".into()))
+            }
+        };
     }
     let resume = folder.checkpoint().join("trainer.json").exists()
         || run::files::old_name(&folder.checkpoint()).join("trainer.json").exists();
-    let mut progress = crate::progress::Silent;
     let opts = RunOptions { resume, ..Default::default() };
     match trainer::train(cfg, dir, &opts, &mut progress)? {
         Outcome::Finished(m) => {
@@ -730,12 +806,8 @@ fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<RunMetric
             if !keep_models {
                 drop.push(dir.join("model"));
             }
-            for d in drop {
-                if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-                }
-            }
-            Ok(*m)
+            remove_dirs(drop)?;
+            Ok((*m).into())
         }
         Outcome::Interrupted { .. } => Err(Error::Config("interrupted".into())),
     }
@@ -853,7 +925,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                                     val_mse: m.val.mse,
                                     test,
                                     best_epoch: m.best_epoch,
-                                    train_s: m.timing.train_s,
+                                    train_s: m.train_s,
                                 });
                             }
                             Err(e) => {

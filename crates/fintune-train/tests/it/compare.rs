@@ -381,3 +381,36 @@ fn compare_takes_its_shard_from_the_scheduler_and_refuses_a_bad_one() {
     );
     assert!(out.contains("--shard") && out.contains("0 <= K < N"), "{out}");
 }
+
+#[test]
+fn a_seed_ensemble_method_runs_in_the_matrix_and_is_reused() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data_root = dir.path().join("data");
+    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
+    std::fs::copy(
+        root().join("fixtures/train.jsonl"),
+        data_root.join("fiqa2018_task1/train.jsonl"),
+    )
+    .unwrap();
+    let mut c = config(&data_root, &dir.path().join("cmp"));
+    let mut ens = compare::all_methods(&[]).into_iter().find(|m| m.id == "single-ens5").unwrap();
+    assert_eq!(ens.optim.ensemble, Some(5));
+    ens.id = "single-ens2".into();
+    ens.optim.ensemble = Some(2);
+    c.methods = vec![ens];
+    c.seeds = vec![1];
+    let r = compare::run(&c, &mut |_| {}).unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.runs.len(), 1);
+    let run = dir.path().join("cmp/runs/fiqa/single-ens2/seed1");
+    let m: fintune_train::ensemble::EnsembleMetrics =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m.members.len(), 2);
+    assert_eq!(r.runs[0].test.mse, m.test.as_ref().unwrap().mse);
+    assert!(!run.join("model").exists() && !run.join("members/1/model").exists());
+    assert!(!run.join("members/0/checkpoint").exists());
+    // A second pass reuses the finished ensemble.
+    let again = compare::run(&c, &mut |_| {}).unwrap();
+    assert_eq!(again.runs[0].test.mse, r.runs[0].test.mse);
+}
