@@ -229,6 +229,14 @@ pub fn fingerprint(cfg: &TrainConfig) -> BTreeMap<String, String> {
             out.remove(key);
         }
     }
+    // With [[tasks]], the task tables say what `task.strata`, `task.classes` and
+    // `task.imbalance` say otherwise; those keys only hold the defaults of the build that
+    // wrote the file (the default of `task.strata` changed from das to none).
+    if !cfg.tasks.is_empty() {
+        for key in ["task.strata", "task.classes", "task.imbalance"] {
+            out.remove(key);
+        }
+    }
     out
 }
 
@@ -302,5 +310,19 @@ mod tests {
         let mut llrd = old.clone();
         llrd.optim.layer_decay = 0.9;
         assert_eq!(differing_keys(&old, &llrd), ["optim.layer_decay"]);
+    }
+
+    #[test]
+    fn declared_tasks_leave_the_superseded_task_keys_out() {
+        let mut c = TrainConfig::default();
+        c.data.train = vec!["a.jsonl".into()];
+        let declared = c.with_further_tasks(vec![]).unwrap();
+        let mut written_by_an_older_build = declared.clone();
+        written_by_an_older_build.task.strata = crate::config::Strata::Das;
+        assert!(differing_keys(&declared, &written_by_an_older_build).is_empty());
+        // Without declarations they count.
+        let mut das = c.clone();
+        das.task.strata = crate::config::Strata::Das;
+        assert_eq!(differing_keys(&c, &das), ["task.strata"]);
     }
 }
