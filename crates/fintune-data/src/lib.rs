@@ -8,11 +8,14 @@
 //!
 //! Main items:
 //! - [`ReadOptions`]: format override, column mapping, score range, labelled or not,
-//!   skip-invalid, batch size.
+//!   skip-invalid, batch size, class names (a score column of class labels read as class
+//!   indices, [`ReadOptions::labels`]).
 //! - [`read_dataset`]: several files into one validated [`Dataset`], with the
 //!   [`SkipReport`] of skipped rows and [`Warning`]s (same text, different scores; a CSV field
 //!   that looks like swallowed records).
-//! - [`BatchReader`]: one file as a stream of validated batches (bounded memory).
+//! - [`BatchReader`]: one file as a stream of validated batches (bounded memory), whole or by
+//!   unit ([`BatchReader::open_units`]: chosen Parquet row groups, counted by [`read_units`],
+//!   with the whole file's row numbers and ids) for sharded prediction.
 //! - [`BatchWriter`], [`write_dataset`], [`convert`]: atomic writers for every format, with any
 //!   columns (predictions); any-to-any conversion in bounded memory.
 //! - [`dedup_across_sets`] / [`dedup_datasets`]: drop training texts that are validation or
