@@ -411,11 +411,12 @@ pub(super) struct CompareArgs {
     /// cv).
     #[arg(long)]
     seeds: Option<u64>,
-    /// How each data set is split: `fixed` (one group-aware stratified 80/10/10 split) or `cv`
-    /// (repeated group-aware stratified k-fold cross-validation, --folds x --repeats cells,
-    /// paired tests and bootstrap intervals over the cells).
-    #[arg(long, value_enum, default_value = "fixed")]
-    protocol: ProtocolArg,
+    /// How each data set is split: `cv` (repeated group-aware stratified k-fold
+    /// cross-validation, --folds x --repeats cells, paired tests and bootstrap intervals over
+    /// the cells; the default) or `fixed` (one group-aware stratified 80/10/10 split, for quick
+    /// checks; the default with --quick).
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolArg>,
     /// Folds per repeat (--protocol cv).
     #[arg(long, default_value_t = 5)]
     folds: usize,
@@ -499,7 +500,8 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
     let mut methods = compare::all_methods(&a.grid);
     let pooled: Vec<_> = methods.iter().map(compare::MethodSpec::to_pooled).collect();
     methods.extend(pooled);
-    let protocol = match a.protocol {
+    let chosen = a.protocol.unwrap_or(if a.quick { ProtocolArg::Fixed } else { ProtocolArg::Cv });
+    let protocol = match chosen {
         ProtocolArg::Fixed => compare::Protocol::Fixed,
         ProtocolArg::Cv => {
             let spec = compare::CvSpec { folds: a.folds, repeats: a.repeats };
