@@ -59,7 +59,9 @@ impl GradBuckets {
     pub fn check_names(&self, pg: &ProcessGroup) -> Result<()> {
         let joined = self.names.join("\n");
         let codes: Vec<i64> = joined.bytes().map(i64::from).collect();
-        let mine = Tensor::from_slice(&[codes.len() as i64]);
+        // On the variables' device: NCCL moves CUDA tensors only.
+        let device = self.params.first().map_or(tch::Device::Cpu, Tensor::device);
+        let mine = Tensor::from_slice(&[codes.len() as i64]).to_device(device);
         let lengths = pg.all_gather(&mine)?;
         let lengths: Vec<i64> = lengths.iter().map(|t| t.int64_value(&[0])).collect();
         if lengths.iter().any(|&n| n != codes.len() as i64) {
@@ -68,7 +70,7 @@ impl GradBuckets {
                 detail: format!("the ranks' name lists have {lengths:?} bytes"),
             });
         }
-        let all = pg.all_gather(&Tensor::from_slice(&codes))?;
+        let all = pg.all_gather(&Tensor::from_slice(&codes).to_device(device))?;
         for (r, t) in all.iter().enumerate() {
             let theirs: Vec<i64> = Vec::try_from(t)?;
             let bytes: Vec<u8> = theirs.iter().map(|&c| c as u8).collect();

@@ -339,7 +339,9 @@ impl ProcessGroup {
         let numel: usize = tensors.iter().map(Tensor::numel).sum();
         let mine =
             [op as i64, root as i64, tensors.len() as i64, numel as i64, layout_hash(tensors)];
-        let descriptor = Tensor::from_slice(&mine);
+        // On the tensors' device: NCCL moves CUDA tensors only.
+        let device = tensors.first().map_or(tch::Device::Cpu, Tensor::device);
+        let descriptor = Tensor::from_slice(&mine).to_device(device);
         let all = self.gather_unchecked(&descriptor).map_err(|m| self.failed(op, m))?;
         let rows: Vec<Vec<i64>> = all.iter().map(Vec::<i64>::try_from).collect::<Result<_, _>>()?;
         if rows.iter().all(|r| r.as_slice() == mine) {

@@ -44,6 +44,43 @@ pub struct TrainBatch {
     pub scores_host: Vec<f32>,
     /// Which task each row belongs to ([`Example::src`]).
     pub src_host: Vec<usize>,
+    /// In data-parallel training, the global batch these rows are a slice of (`None`: the
+    /// rows are the whole batch).
+    pub global: Option<GlobalRows>,
+}
+
+/// The global batch of a data-parallel step, which every rank knows: its rows' targets and
+/// where this rank's slice sits (see [`crate::dist`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalRows {
+    /// Position of this rank's first row in the global batch.
+    pub lo: usize,
+    /// Rows of each rank, in rank order.
+    pub rows_per_rank: Vec<usize>,
+    /// Gold scores of every row.
+    pub scores: Vec<f32>,
+    /// Classes of every row.
+    pub classes: Vec<usize>,
+    /// Rarity weights of every row.
+    pub rarity: Vec<f32>,
+    /// Task of every row.
+    pub src: Vec<usize>,
+    /// This rank's slice is empty (a global batch with fewer rows than ranks): the batch then
+    /// holds the global batch's first row as a stand-in, whose losses count zero, so that the
+    /// rank still takes part in every collective with the same gradients defined.
+    pub empty: bool,
+}
+
+impl GlobalRows {
+    /// Global rows of task `src`.
+    pub fn count(&self, src: usize) -> usize {
+        self.src.iter().filter(|&&s| s == src).count()
+    }
+
+    /// Global rows of task `src` before this rank's slice.
+    pub fn before(&self, src: usize) -> usize {
+        self.src[..self.lo].iter().filter(|&&s| s == src).count()
+    }
 }
 
 impl TrainBatch {
@@ -69,7 +106,48 @@ impl TrainBatch {
             rarity_host: rarity,
             scores_host: scores,
             src_host: items.iter().map(|e| e.src).collect(),
+            global: None,
         }
+    }
+
+    /// Rows `idx[range]` of the global batch `idx` as a data-parallel rank's batch, knowing the
+    /// global batch's targets (`rows_per_rank`: every rank's slice length, in rank order).
+    pub fn slice(
+        examples: &[Example],
+        idx: &[usize],
+        range: std::ops::Range<usize>,
+        rows_per_rank: Vec<usize>,
+        pad_id: i64,
+        side: PaddingSide,
+        device: Device,
+    ) -> Self {
+        let all: Vec<&Example> = idx.iter().map(|&i| &examples[i]).collect();
+        let global = GlobalRows {
+            lo: range.start,
+            rows_per_rank,
+            scores: all.iter().map(|e| e.score).collect(),
+            classes: all.iter().map(|e| e.class).collect(),
+            rarity: all.iter().map(|e| e.rarity).collect(),
+            src: all.iter().map(|e| e.src).collect(),
+            empty: range.is_empty(),
+        };
+        let rows = if range.is_empty() { &idx[..1] } else { &idx[range] };
+        let mut b = Self::new(examples, rows, pad_id, side, device);
+        b.global = Some(global);
+        b
+    }
+
+    /// Rows this rank computes (0 for a stand-in row).
+    pub fn own_rows(&self) -> usize {
+        match &self.global {
+            Some(g) if g.empty => 0,
+            _ => self.len(),
+        }
+    }
+
+    /// Rows in the global batch (this batch's rows when it is not a slice).
+    pub fn global_len(&self) -> usize {
+        self.global.as_ref().map_or(self.len(), |g| g.src.len())
     }
 
     /// The rows of task `src`: `None` when every row is the task's (use the whole batch),

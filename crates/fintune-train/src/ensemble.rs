@@ -261,6 +261,13 @@ pub fn train_ensemble(
     opts: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<EnsembleOutcome> {
+    if opts.dist.is_some() {
+        return Err(Error::Config(
+            "--ensemble trains its members in one process; run each member's data-parallel job \
+             on its own (--seed S) instead"
+                .into(),
+        ));
+    }
     let resolved = cfg.resolve()?;
     let run = RunDir::new(root);
     prepare_folder(cfg, &run, opts)?;
@@ -285,12 +292,14 @@ pub fn train_ensemble(
                 mcfg.optim.seed,
                 if resume { ", resuming" } else { "" }
             ));
-            let mopts = RunOptions { resume, stop_after: opts.stop_after, overwrite: false };
+            let mopts =
+                RunOptions { resume, stop_after: opts.stop_after, overwrite: false, dist: None };
             match trainer::train(&mcfg, &mroot, &mopts, progress)? {
                 Outcome::Finished(m) => *m,
                 Outcome::Interrupted { epochs } => {
                     return Ok(EnsembleOutcome::Interrupted { member: k, epochs })
                 }
+                Outcome::Worker { .. } => unreachable!("members train in one process"),
             }
         };
         members.push(MemberMetrics {

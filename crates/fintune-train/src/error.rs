@@ -24,6 +24,9 @@ pub enum Error {
     /// A libtorch operation failed.
     #[error("torch")]
     Torch(#[from] tch::TchError),
+    /// A collective of data-parallel training failed (a rank left, a timeout, a mismatch).
+    #[error("data-parallel training")]
+    Dist(#[from] fintune_dist::Error),
     /// A file could not be read or written.
     #[error("{path}")]
     Io {

@@ -28,6 +28,7 @@
 //! match trainer::train(&cfg, "runs/example".as_ref(), &Default::default(), bars.as_mut())? {
 //!     trainer::Outcome::Finished(m) => println!("validation MSE {:.4}", m.val.mse),
 //!     trainer::Outcome::Interrupted { .. } => unreachable!("no --stop-after"),
+//!     trainer::Outcome::Worker { .. } => unreachable!("one process, not a data-parallel rank"),
 //! }
 //! # Ok(()) }
 //! ```
@@ -40,6 +41,7 @@
 pub mod batching;
 pub mod compare;
 pub mod config;
+pub mod dist;
 pub mod ensemble;
 mod error;
 pub mod eval;

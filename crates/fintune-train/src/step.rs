@@ -24,6 +24,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batching::TrainBatch;
 use crate::config::{Imbalance, Resolved, TaskLoss};
+use crate::dist::DataParallel;
 use crate::further::{HeadRef, StepTask};
 use crate::optim::{AdamW, AdamWConfig, GroupRates, LayerDecay, LinearSchedule};
 use crate::prepare::Prepared;
@@ -50,6 +51,14 @@ pub struct MultiTaskStep<'a> {
     main_sample_weights: Option<fintune_dwa::SampleWeightConfig>,
     total_steps: u64,
     peak_lr: f64,
+    /// Data-parallel training: the group and the variables whose gradients are summed.
+    dp: Option<(&'a DataParallel, fintune_dist::GradBuckets)>,
+    /// Host copy of the main task's class weights (the global cross-entropy denominator).
+    class_weights_host: Option<Vec<f32>>,
+    /// Seconds spent in the gradient allreduce.
+    comm_seconds: f64,
+    /// Steps this value has taken (in this invocation).
+    steps_taken: u64,
 }
 
 impl std::fmt::Debug for MultiTaskStep<'_> {
@@ -206,7 +215,38 @@ impl<'a> MultiTaskStep<'a> {
                 .then(|| cfg.raw.weighting.dwa_main.sample_weights.clone()),
             total_steps,
             peak_lr,
+            dp: None,
+            class_weights_host: data.class_weights.map(<[f32]>::to_vec),
+            comm_seconds: 0.0,
+            steps_taken: 0,
         })
+    }
+
+    /// Makes the step one rank's part of a data-parallel step over `dp` (see
+    /// [`crate::dist`]): every rank's variables are set to rank 0's (after checking that the
+    /// ranks hold the same variable names), and from now on the batches given to
+    /// [`Self::step`] must be slices ([`TrainBatch::slice`]).
+    pub fn data_parallel(mut self, dp: &'a DataParallel) -> Result<Self> {
+        let mut named: Vec<(String, Tensor)> =
+            self.model.parameters().into_iter().map(|p| (p.name, p.tensor)).collect();
+        if let Some(s) = &self.bmse_sigma {
+            named.push(("loss.bmse_sigma".into(), s.shallow_clone()));
+        }
+        let grads =
+            fintune_dist::GradBuckets::from_named(named, fintune_dist::DEFAULT_BUCKET_BYTES);
+        dp.broadcast_params(&grads)?;
+        self.dp = Some((dp, grads));
+        Ok(self)
+    }
+
+    /// Seconds spent summing gradients across ranks so far (0 in one process).
+    pub fn comm_seconds(&self) -> f64 {
+        self.comm_seconds
+    }
+
+    /// Steps taken by this value (in this invocation).
+    pub fn steps_taken(&self) -> u64 {
+        self.steps_taken
     }
 
     /// Steps per run (the schedule's length).
@@ -243,6 +283,9 @@ impl MultiTaskStep<'_> {
             Some(i) => x.index_select(0, i),
         };
         let pred = sel(out);
+        if let Some(g) = &b.global {
+            return self.task_loss_share(t, &pred, &sel, rows.as_deref(), b, g);
+        }
         Ok(match (t.classes, &t.soft) {
             (None, _) => {
                 let y = sel(&b.scores);
@@ -290,8 +333,105 @@ impl MultiTaskStep<'_> {
         })
     }
 
+    /// A data-parallel rank's share of task `t`'s loss on the global batch `g`: its rows'
+    /// terms summed over the global denominator (the task's rows, or the sum of their class
+    /// weights), so that the ranks' shares add up to the one-process loss.
+    fn task_loss_share(
+        &self,
+        t: &StepTask,
+        pred: &Tensor,
+        sel: &dyn Fn(&Tensor) -> Tensor,
+        rows: Option<&[i64]>,
+        b: &TrainBatch,
+        g: &crate::batching::GlobalRows,
+    ) -> Result<Tensor> {
+        let n_global = g.count(t.src).max(1) as f64;
+        let local: Vec<usize> = match rows {
+            None => (0..b.len()).collect(),
+            Some(r) => r.iter().map(|&i| i as usize).collect(),
+        };
+        let device = pred.device();
+        Ok(match (t.classes, &t.soft) {
+            (None, _) => {
+                let y = sel(&b.scores);
+                let sq = (pred - &y).square();
+                match t.loss {
+                    TaskLoss::Mse if t.src == 0 && self.main_sample_weights.is_some() => {
+                        let rarity: Vec<f64> = (0..g.src.len())
+                            .filter(|&i| g.src[i] == 0)
+                            .map(|i| f64::from(g.rarity[i]))
+                            .collect();
+                        let cfg = self.main_sample_weights.as_ref().expect("checked");
+                        let w_all = fintune_dwa::rarity_sample_weights(&rarity, cfg)?;
+                        let start = if g.empty { 0 } else { g.before(0) };
+                        let w: Vec<f32> =
+                            w_all[start..start + local.len()].iter().map(|&v| v as f32).collect();
+                        let w = Tensor::from_slice(&w).to_device(device);
+                        (sq * w).sum(Kind::Float) / n_global
+                    }
+                    TaskLoss::Lds => (sq * sel(&b.rarity)).sum(Kind::Float) / n_global,
+                    TaskLoss::Bmse => {
+                        let var2 =
+                            self.bmse_sigma.as_ref().expect("bmse has a sigma").square() * 2.0;
+                        let y_all: Vec<f32> = (0..g.src.len())
+                            .filter(|&i| g.src[i] == t.src)
+                            .map(|i| g.scores[i])
+                            .collect();
+                        let y_all = Tensor::from_slice(&y_all).to_device(device);
+                        let start = if g.empty { 0 } else { g.before(t.src) as i64 };
+                        let n = local.len() as i64;
+                        let target = Tensor::arange_start(start, start + n, (Kind::Int64, device));
+                        let logits = -((pred.unsqueeze(1) - y_all.unsqueeze(0)).square() / &var2);
+                        let nll = -logits.log_softmax(-1, Kind::Float).gather(
+                            1,
+                            &target.unsqueeze(1),
+                            false,
+                        );
+                        nll.sum(Kind::Float) / n_global * var2.detach()
+                    }
+                    _ => sq.sum(Kind::Float) / n_global,
+                }
+            }
+            (Some(_), None) => {
+                let cls = sel(&b.classes);
+                match (t.src == 0).then_some(()).and(self.class_weights.as_ref()) {
+                    Some(w) => {
+                        let host = self.class_weights_host.as_ref().expect("with the tensor");
+                        let denom: f64 = (0..g.src.len())
+                            .filter(|&i| g.src[i] == t.src)
+                            .map(|i| f64::from(host[g.classes[i]]))
+                            .sum();
+                        pred.cross_entropy_loss(&cls, Some(w), Reduction::Sum, -100, 0.0)
+                            / denom.max(f64::MIN_POSITIVE)
+                    }
+                    None => {
+                        pred.cross_entropy_loss::<Tensor>(&cls, None, Reduction::Sum, -100, 0.0)
+                            / n_global
+                    }
+                }
+            }
+            (Some(k), Some((thresholds, sigma))) => {
+                let mut q = Vec::with_capacity(local.len() * k);
+                for &i in &local {
+                    let row = fintune_das::soft_targets(thresholds, b.scores_host[i], *sigma)
+                        .map_err(|e| Error::Config(format!("task `{}`: {e}", t.name)))?;
+                    q.extend(row.iter().map(|&v| v as f32));
+                }
+                let q =
+                    Tensor::from_slice(&q).view([local.len() as i64, k as i64]).to_device(device);
+                -(q * pred.log_softmax(-1, Kind::Float)).sum(Kind::Float) / n_global
+            }
+        })
+    }
+
     fn losses(&self, outs: &HeadOuts, b: &TrainBatch) -> Result<Vec<Tensor>> {
-        self.step_tasks.iter().map(|t| self.task_loss(t, outs, b)).collect()
+        let losses: Vec<Tensor> =
+            self.step_tasks.iter().map(|t| self.task_loss(t, outs, b)).collect::<Result<_>>()?;
+        // A rank without rows of this batch computes a stand-in row that counts zero.
+        Ok(match &b.global {
+            Some(g) if g.empty => losses.into_iter().map(|l| l * 0.0).collect(),
+            _ => losses,
+        })
     }
 
     /// Every head's outputs without dropout (the losses after a step).
@@ -332,7 +472,11 @@ impl MultiTaskStep<'_> {
             let losses = self.losses(&outs, b)?;
             (None, None, losses)
         };
-        let loss_vals: Vec<f64> = losses.iter().map(scalar).collect();
+        let mut loss_vals: Vec<f64> = losses.iter().map(scalar).collect();
+        if let Some((dp, _)) = &self.dp {
+            // The ranks' shares add up to the global losses.
+            dp.sum(&mut loss_vals)?;
+        }
         if loss_vals.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 epoch: epoch + 1,
@@ -349,11 +493,16 @@ impl MultiTaskStep<'_> {
         let mut flat: Vec<Vec<f32>> = Vec::new();
         if want_norms {
             for (i, l) in losses.iter().enumerate() {
-                let grads = match &pooled_h {
+                let mut grads = match &pooled_h {
                     Some(ph) => Tensor::run_backward(&[l], &[ph], true, false),
                     None => Tensor::run_backward(&[l], &self.probe_params, true, false),
                 };
-                norms[i] = fintune_model::kernels::total_squared_norm(&grads)?.sqrt();
+                if let (Some((dp, _)), None) = (&self.dp, &pooled_h) {
+                    // Parameter probes: the ranks' gradients add up to the global one.
+                    grads = grads.iter().map(Tensor::contiguous).collect();
+                    dp.sum_tensors(&mut grads)?;
+                }
+                norms[i] = fintune_model::kernels::total_squared_norm(&grads)?;
                 if need_vecs {
                     let cat =
                         Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
@@ -361,6 +510,24 @@ impl MultiTaskStep<'_> {
                         cat.to_kind(Kind::Float).to_device(Device::Cpu),
                     )?);
                 }
+            }
+            if let (Some((dp, _)), Some(ph)) = (&self.dp, &pooled_h) {
+                // The representation's rows are split between ranks: squared norms add up,
+                // and the gradient vectors are the ranks' rows in rank order.
+                dp.sum(&mut norms)?;
+                if need_vecs {
+                    let g = b.global.as_ref().expect("a data-parallel batch is a slice");
+                    let width = ph.size()[1] as usize;
+                    for v in &mut flat {
+                        if g.empty {
+                            v.clear();
+                        }
+                        *v = dp.gather_rows(v, &g.rows_per_rank, width)?;
+                    }
+                }
+            }
+            for n in &mut norms {
+                *n = n.sqrt();
             }
         }
         let probe_ms = tp.elapsed().as_secs_f64() * 1e3;
@@ -371,14 +538,19 @@ impl MultiTaskStep<'_> {
         } else {
             // The batch characteristics are the main task's rows'; without score classes the
             // classification term sees one class (rarity 1).
-            let main_rows: Vec<usize> = (0..b.len()).filter(|&i| b.src_host[i] == 0).collect();
-            let rarity: Vec<f64> = main_rows.iter().map(|&i| f64::from(b.rarity_host[i])).collect();
+            // In data-parallel training, the global batch's (which every rank knows).
+            let (src, rarity_all, classes_all) = match &b.global {
+                None => (&b.src_host, &b.rarity_host, &b.classes_host),
+                Some(g) => (&g.src, &g.rarity, &g.classes),
+            };
+            let main_rows: Vec<usize> = (0..src.len()).filter(|&i| src[i] == 0).collect();
+            let rarity: Vec<f64> = main_rows.iter().map(|&i| f64::from(rarity_all[i])).collect();
             let one = [1.0];
             let class_freq: &[f64] =
                 if self.class_freq.is_empty() { &one } else { &self.class_freq };
             let mut hist = vec![0u64; class_freq.len()];
             for &i in &main_rows {
-                hist[if self.class_freq.is_empty() { 0 } else { b.classes_host[i] }] += 1;
+                hist[if self.class_freq.is_empty() { 0 } else { classes_all[i] }] += 1;
             }
             let views: Vec<ArrayView1<'_, f32>> =
                 flat.iter().map(|v| ArrayView1::from(v.as_slice())).collect();
@@ -414,17 +586,37 @@ impl MultiTaskStep<'_> {
         match (&pooled, &pooled_h) {
             (Some(pooled), Some(ph)) => {
                 let g = match &combined {
-                    Some(c) => Tensor::from_slice(c.gradient.as_slice().expect("contiguous"))
-                        .view(ph.size().as_slice())
-                        .to_device(ph.device()),
+                    Some(c) => {
+                        let all = c.gradient.as_slice().expect("contiguous");
+                        // A rank backpropagates its rows of the combined gradient.
+                        match &b.global {
+                            Some(gl) if gl.empty => ph.zeros_like(),
+                            gl => {
+                                let rows = match gl {
+                                    None => all,
+                                    Some(gl) => {
+                                        let w = ph.size()[1] as usize;
+                                        &all[gl.lo * w..(gl.lo + b.len()) * w]
+                                    }
+                                };
+                                Tensor::from_slice(rows)
+                                    .view(ph.size().as_slice())
+                                    .to_device(ph.device())
+                            }
+                        }
+                    }
                     None => ph.grad(),
                 };
                 self.model.backward_backbone(pooled, &g);
             }
             _ => {
                 if let Some(c) = &combined {
-                    // Parameter probe: the probe parameters take the combined gradient.
-                    let flat_g = Tensor::from_slice(c.gradient.as_slice().expect("contiguous"));
+                    // Parameter probe: the probe parameters take the combined gradient (each
+                    // rank 1/W of it: the gradient allreduce sums them).
+                    let mut flat_g = Tensor::from_slice(c.gradient.as_slice().expect("contiguous"));
+                    if let Some((dp, _)) = &self.dp {
+                        flat_g /= dp.world_size() as f64;
+                    }
                     let mut off = 0i64;
                     tch::no_grad(|| {
                         for p in &self.probe_params {
@@ -444,18 +636,27 @@ impl MultiTaskStep<'_> {
                 }
             }
         }
+        if let Some((dp, grads)) = &self.dp {
+            let tc = Instant::now();
+            dp.sum_grads(grads)?;
+            self.comm_seconds += tc.elapsed().as_secs_f64();
+        }
         self.opt.clip_grad_norm(self.clip);
         let factor = self.schedule.factor(global_step);
         self.opt.step(factor);
 
         if self.tasks > 1 && self.weighting.needs_post_step_losses() {
-            let after: Vec<f64> = tch::no_grad(|| -> Result<Vec<f64>> {
+            let mut after: Vec<f64> = tch::no_grad(|| -> Result<Vec<f64>> {
                 let outs = self.eval_outs(b);
                 Ok(self.losses(&outs, b)?.iter().map(scalar).collect())
             })?;
+            if let Some((dp, _)) = &self.dp {
+                dp.sum(&mut after)?;
+            }
             self.weighting.after_step(&after)?;
         }
 
+        self.steps_taken += 1;
         let secs = t0.elapsed().as_secs_f64();
         let record = StepRecord {
             epoch: epoch + 1,
@@ -464,8 +665,12 @@ impl MultiTaskStep<'_> {
             tasks: (0..self.tasks)
                 .map(|i| TaskStep { loss: loss_vals[i], weight: weights[i], grad_norm: norms[i] })
                 .collect(),
-            batch_rarity: b.rarity_host.iter().map(|&r| f64::from(r)).sum::<f64>() / b.len() as f64,
-            samples_per_s: b.len() as f64 / secs,
+            batch_rarity: match &b.global {
+                None => b.rarity_host.iter().map(|&r| f64::from(r)).sum::<f64>() / b.len() as f64,
+                Some(g) => g.rarity.iter().map(|&r| f64::from(r)).sum::<f64>() / g.src.len() as f64,
+            },
+            // The job's throughput: the global batch's rows.
+            samples_per_s: b.global_len() as f64 / secs,
             step_ms: secs * 1e3,
             probe_ms,
             terms,

@@ -14,6 +14,7 @@ use fintune_model::{HeadsConfig, ModelSpec, MultiTaskModel, PaddingSide, TextEnc
 
 use crate::batching::{mixed_epoch_batches, task_slots, AuxStream, Example, TrainBatch};
 use crate::config::{Precision, Resolved, Strata, TrainConfig};
+use crate::dist::DataParallel;
 use crate::eval::{evaluate, Fusion, ModelExtra, Predictions};
 use crate::further::FurtherInfo;
 use crate::init::InitInfo;
@@ -22,7 +23,9 @@ use crate::prepare::{self, Prepared};
 use crate::progress::{EpochView, Progress, StepView};
 use crate::run::checkpoint::{self, TrainerState};
 use crate::run::history::{self, HistoryWriter};
-use crate::run::metrics::{DataInfo, EpochLog, Method, RunMetrics, StrataInfo, Timing};
+use crate::run::metrics::{
+    DataInfo, DataParallelTiming, EpochLog, Method, RunMetrics, StrataInfo, Timing,
+};
 use crate::run::{self, RunDir};
 use crate::step::{MultiTaskStep, StepData};
 use crate::{Error, Result};
@@ -36,6 +39,9 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Replace a finished run, or a run with another configuration, in the folder.
     pub overwrite: bool,
+    /// Train as one rank of a data-parallel job ([`crate::dist`]): rank 0 writes the run
+    /// folder, the others compute their slices of every batch.
+    pub dist: Option<std::rc::Rc<DataParallel>>,
 }
 
 /// The outcome of [`train`].
@@ -47,6 +53,12 @@ pub enum Outcome {
     Interrupted {
         /// Epochs done.
         epochs: usize,
+    },
+    /// This rank (not 0) of a data-parallel job finished its part; rank 0 evaluated the model
+    /// and wrote the run folder.
+    Worker {
+        /// This rank.
+        rank: usize,
     },
 }
 
@@ -71,6 +83,15 @@ struct Setup<'a> {
     metrics_cfg: MetricsConfig,
     extra: serde_json::Value,
     method: Method,
+    /// The data-parallel job, when this process is one of its ranks.
+    dp: Option<&'a DataParallel>,
+}
+
+impl Setup<'_> {
+    /// Whether this process writes the run folder (rank 0, or the only process).
+    fn leader(&self) -> bool {
+        self.dp.is_none_or(DataParallel::is_leader)
+    }
 }
 
 /// Trains as `cfg` says into the run folder `root` (see the module docs).
@@ -89,10 +110,18 @@ pub fn train(
         progress.message(&format!("warning: {w}"));
     }
     let run = RunDir::new(root);
-    let notes = if opts.resume {
-        run.prepare_resume(&declared)?
+    let dp = opts.dist.as_deref();
+    let leader = dp.is_none_or(DataParallel::is_leader);
+    let notes = if !leader {
+        Ok(vec![])
+    } else if opts.resume {
+        run.prepare_resume(&declared)
     } else {
-        run.prepare_fresh(&declared, opts.overwrite)?
+        run.prepare_fresh(&declared, opts.overwrite)
+    };
+    let notes = match dp {
+        Some(d) => d.agree(notes, "checking the run folder")?,
+        None => notes?,
     };
     for n in notes {
         progress.message(&n);
@@ -183,6 +212,14 @@ pub fn train(
     };
     let mut stepper =
         MultiTaskStep::new(&model, &cfg, StepData::of(&prep, &step_tasks, steps_per_epoch))?;
+    if let Some(d) = dp {
+        stepper = stepper.data_parallel(d)?;
+        progress.message(&format!(
+            "data-parallel: {} ranks, each computes its slice of every batch of {}",
+            d.world_size(),
+            o.batch_size
+        ));
+    }
     let extra = serde_json::to_value(ModelExtra {
         strat: prep.strat.clone(),
         rarity: prep.rarity.clone(),
@@ -210,6 +247,7 @@ pub fn train(
         metrics_cfg,
         extra,
         method,
+        dp,
     };
 
     // Fresh run or resume.
@@ -224,14 +262,30 @@ pub fn train(
         ));
         st
     } else {
-        run.create()?;
-        run::write_atomic(&run.config(), declared.to_toml().as_bytes())?;
-        run::write_json(&run.das(), &prep.strat)?;
+        let created = if leader {
+            run.create().and_then(|()| {
+                run::write_atomic(&run.config(), declared.to_toml().as_bytes())?;
+                run::write_json(&run.das(), &prep.strat)
+            })
+        } else {
+            Ok(())
+        };
+        match dp {
+            Some(d) => d.agree(created, "creating the run folder")?,
+            None => created?,
+        }
         TrainerState::start(&declared)
     };
     let header = history::header(&stepper.task_names(), &stepper.term_names());
-    let mut history =
-        HistoryWriter::open(&run.history(), &header, opts.resume.then_some(state.history_rows))?;
+    let mut history = if leader {
+        Some(HistoryWriter::open(
+            &run.history(),
+            &header,
+            opts.resume.then_some(state.history_rows),
+        )?)
+    } else {
+        None
+    };
 
     let stopped_early =
         match epochs(&setup, &mut stepper, &mut state, &mut history, opts, progress)? {
@@ -247,7 +301,7 @@ fn epochs(
     s: &Setup<'_>,
     stepper: &mut MultiTaskStep<'_>,
     state: &mut TrainerState,
-    history: &mut HistoryWriter,
+    history: &mut Option<HistoryWriter>,
     opts: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<Option<bool>> {
@@ -269,7 +323,7 @@ fn epochs(
             return Ok(Some(true));
         }
         if opts.stop_after.is_some_and(|n| state.epochs_done >= n) {
-            history.flush()?;
+            flush(history)?;
             progress.finish();
             return Ok(None);
         }
@@ -280,11 +334,27 @@ fn epochs(
         let batches = mixed_epoch_batches(&lengths, s.main_slots, s.streams, seed, epoch as u64);
         let mut sums = vec![0.0; stepper.tasks()];
         for (bi, idx) in batches.iter().enumerate() {
-            let b = TrainBatch::new(train_ex, idx, s.pad_id, s.side, device);
+            let b = match s.dp {
+                None => TrainBatch::new(train_ex, idx, s.pad_id, s.side, device),
+                Some(d) => {
+                    let w = d.world_size();
+                    let per_rank =
+                        (0..w).map(|r| DataParallel::slice_of(idx.len(), r, w).len()).collect();
+                    TrainBatch::slice(
+                        train_ex,
+                        idx,
+                        d.slice(idx.len()),
+                        per_rank,
+                        s.pad_id,
+                        s.side,
+                        device,
+                    )
+                }
+            };
             let out = match stepper.step(&b, epoch, state.global_step) {
                 Ok(o) => o,
                 Err(Error::NonFinite { epoch, step, loss_reg, loss_cls, .. }) => {
-                    history.flush()?;
+                    flush(history)?;
                     return Err(Error::NonFinite {
                         epoch,
                         step,
@@ -307,10 +377,12 @@ fn epochs(
             for (sum, l) in sums.iter_mut().zip(&losses) {
                 *sum += l;
             }
-            history.push(&out.record, &method_name)?;
+            if let Some(h) = history.as_mut() {
+                h.push(&out.record, &method_name)?;
+            }
             state.history_rows += 1;
             state.global_step += 1;
-            state.samples += b.len() as u64;
+            state.samples += b.global_len() as u64;
             state.train_seconds += out.record.step_ms / 1e3;
             state.probe_seconds += out.record.probe_ms / 1e3;
             progress.step(&StepView {
@@ -327,7 +399,7 @@ fn epochs(
                 samples_per_s: out.record.samples_per_s,
             });
         }
-        history.flush()?;
+        flush(history)?;
         let means: Vec<f64> = sums.iter().map(|x| x / batches.len().max(1) as f64).collect();
         if stepper.tasks() > 1 {
             stepper
@@ -341,7 +413,9 @@ fn epochs(
             state.best_val_mse = val.mse;
             state.best_epoch = Some(epoch + 1);
             state.bad_epochs = 0;
-            s.model.save(&s.run.model(), s.extra.clone())?;
+            if s.leader() {
+                s.model.save(&s.run.model(), s.extra.clone())?;
+            }
         } else {
             state.bad_epochs += 1;
         }
@@ -365,10 +439,26 @@ fn epochs(
         });
         state.epochs_done += 1;
         state.weighting = stepper.weighting.state();
-        checkpoint::save(s.run, s.declared, &stepper.state_tensors(), state)?;
+        let saved = if s.leader() {
+            checkpoint::save(s.run, s.declared, &stepper.state_tensors(), state)
+        } else {
+            Ok(())
+        };
+        match s.dp {
+            // Also the barrier after the checkpoint: no rank runs ahead of a failed save.
+            Some(d) => d.agree(saved, "saving the model and the checkpoint")?,
+            None => saved?,
+        }
     }
     progress.finish();
     Ok(Some(false))
+}
+
+fn flush(history: &mut Option<HistoryWriter>) -> Result<()> {
+    match history.as_mut() {
+        Some(h) => h.flush(),
+        None => Ok(()),
+    }
 }
 
 /// Evaluates the saved best model, writes `metrics.json`, the plots and `report.md`.
@@ -381,6 +471,16 @@ fn finish(
     further: Vec<FurtherInfo>,
 ) -> Result<Outcome> {
     let (raw, prep, run) = (&s.cfg.raw, s.prep, s.run);
+    if let Some(d) = s.dp {
+        // Every rank must end with the same parameters (and optimiser state), bit for bit.
+        let mut named = stepper.state_tensors();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<tch::Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        d.check_identical(&tensors)?;
+        if !d.is_leader() {
+            return Ok(Outcome::Worker { rank: d.rank() });
+        }
+    }
     let bs = raw.optim.eval_batch_size;
     let best_epoch = state.best_epoch.ok_or_else(|| Error::Config("no epoch finished".into()))?;
     let (best, _) = MultiTaskModel::load(&run.model(), s.cfg.device)?;
@@ -437,6 +537,11 @@ fn finish(
             samples_per_s: state.samples as f64 / state.train_seconds.max(1e-9),
             probe_overhead_share: state.probe_seconds / state.train_seconds.max(1e-9),
             peak_rss_mib: run::peak_rss_mib(),
+            data_parallel: s.dp.map(|d| DataParallelTiming {
+                ranks: d.world_size(),
+                allreduce_ms_per_step: stepper.comm_seconds() * 1e3
+                    / stepper.steps_taken().max(1) as f64,
+            }),
         },
         init,
         fusion,

@@ -9,6 +9,7 @@
 
 mod data;
 mod io;
+mod ranks;
 mod score;
 mod train;
 

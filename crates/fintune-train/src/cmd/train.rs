@@ -206,6 +206,14 @@ pub(super) struct TrainArgs {
     /// (default), uniform or temperature:<tau>.
     #[arg(long)]
     task_sampling: Option<fintune_das::TaskSampling>,
+    /// Data-parallel training with N local ranks (processes), spawned here on 127.0.0.1;
+    /// each computes its slice of every batch, and the result equals one process's. Under
+    /// torchrun, srun or a PyTorchJob the ranks come from the launcher's variables instead.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    nproc: usize,
+    /// Seconds a rank waits for the others to join (and for any collective).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    dist_timeout: u64,
 }
 
 impl TrainArgs {
@@ -290,7 +298,7 @@ impl TrainArgs {
 }
 
 pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
-    let (cfg, root) = match &a.resume {
+    let (mut cfg, root) = match &a.resume {
         Some(run) => {
             if a.run.config.is_some() || a.out.is_some() || a.overwrite || a.print_config {
                 bail!("--resume continues a run with its own config.toml: --config, --out, --overwrite and --print-config cannot be given with it");
@@ -320,9 +328,37 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
             (cfg, root)
         }
     };
-    let mut progress = progress::for_terminal(a.quiet);
-    let opts =
-        RunOptions { resume: a.resume.is_some(), stop_after: a.stop_after, overwrite: a.overwrite };
+    let launch = fintune_dist::Launch::from_env()?.filter(|l| l.world_size > 1);
+    if a.nproc > 1 && launch.is_none() {
+        if cfg.optim.ensemble > 1 {
+            bail!("--nproc trains one model; --ensemble trains its members in one process");
+        }
+        return super::ranks::spawn(a.nproc, cfg.optim.threads);
+    }
+    let dist = match &launch {
+        None => None,
+        Some(l) => {
+            if let DeviceSpec::Cuda(_) | DeviceSpec::Auto = cfg.optim.device {
+                if tch::Cuda::is_available() {
+                    cfg.optim.device = DeviceSpec::Cuda(l.local_rank);
+                }
+            }
+            let device = cfg.resolve()?.device;
+            let timeout = std::time::Duration::from_secs(a.dist_timeout);
+            let dp = fintune_train::dist::DataParallel::join(l, device, timeout)
+                .with_context(|| format!("joining the data-parallel job as rank {}", l.rank))?;
+            Some(std::rc::Rc::new(dp))
+        }
+    };
+    let leader = dist.as_ref().is_none_or(|d| d.is_leader());
+    let mut progress: Box<dyn progress::Progress> =
+        if leader { progress::for_terminal(a.quiet) } else { Box::new(progress::Silent) };
+    let opts = RunOptions {
+        resume: a.resume.is_some(),
+        stop_after: a.stop_after,
+        overwrite: a.overwrite,
+        dist,
+    };
     if cfg.optim.ensemble > 1 {
         return train_ensemble(&cfg, &root, &opts, progress.as_mut());
     }
@@ -343,10 +379,18 @@ pub(super) fn train(a: &TrainArgs) -> Result<ExitCode> {
             eprintln!("run folder: {} (report.md, metrics.json, model/)", root.display());
         }
         Outcome::Interrupted { epochs } => {
-            eprintln!(
-                "stopped after epoch {epochs} as asked; continue with: fintune train --resume {}",
-                root.display()
-            );
+            if leader {
+                eprintln!(
+                    "stopped after epoch {epochs} as asked; continue with: fintune train \
+                     --resume {}",
+                    root.display()
+                );
+            }
+        }
+        Outcome::Worker { rank } => {
+            if let Some(mib) = fintune_train::run::peak_rss_mib() {
+                eprintln!("rank {rank}: done (peak RSS {mib:.0} MiB)");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

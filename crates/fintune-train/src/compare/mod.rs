@@ -810,6 +810,7 @@ fn run_one(cfg: &TrainConfig, dir: &Path, keep_models: bool) -> Result<Finished>
             Ok((*m).into())
         }
         Outcome::Interrupted { .. } => Err(Error::Config("interrupted".into())),
+        Outcome::Worker { .. } => unreachable!("compare trains in one process"),
     }
 }
 

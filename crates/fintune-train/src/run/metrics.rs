@@ -41,6 +41,18 @@ pub struct Timing {
     pub probe_overhead_share: f64,
     /// Peak resident memory of this process, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// Data-parallel training: the ranks and the cost of summing gradients across them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_parallel: Option<DataParallelTiming>,
+}
+
+/// What a data-parallel run's rank 0 measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataParallelTiming {
+    /// Ranks in the job.
+    pub ranks: usize,
+    /// Mean wall time of one step's gradient allreduce, in this invocation, ms.
+    pub allreduce_ms_per_step: f64,
 }
 
 /// Summary of the data a run used.

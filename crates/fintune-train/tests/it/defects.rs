@@ -83,6 +83,7 @@ fn resume_with_different_config_is_refused() {
     let out = dir.path().join("run");
     let a = tiny(&data, &out);
     match train(&a, &RunOptions { stop_after: Some(1), ..Default::default() }).unwrap() {
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { epochs } => assert_eq!(epochs, 1),
         Outcome::Finished(_) => panic!("did not stop"),
     }
@@ -354,6 +355,7 @@ fn constant_scores_train_with_strata_none() {
     cfg.optim.epochs = 1;
     match train(&cfg, &RunOptions::default()).unwrap() {
         Outcome::Finished(m) => assert_eq!(m.data.train + m.data.val, 20),
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { .. } => panic!("interrupted"),
     }
 }

@@ -33,6 +33,7 @@ fn train(cfg: &TrainConfig) -> Result<RunMetrics, Error> {
     let mut progress = LogLines::new(std::time::Duration::from_secs(3600));
     match trainer::train(cfg, cfg.out.as_ref().unwrap(), &RunOptions::default(), &mut progress)? {
         Outcome::Finished(m) => Ok(*m),
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { epochs } => panic!("interrupted after {epochs}"),
     }
 }

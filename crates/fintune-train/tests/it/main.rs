@@ -3,6 +3,7 @@
 mod cli;
 mod compare;
 mod defects;
+mod dist;
 mod encode_goldens;
 mod input;
 mod recipes;

@@ -74,6 +74,7 @@ fn an_ensemble_of_one_member_is_the_single_model() {
     .unwrap()
     {
         Outcome::Finished(m) => *m,
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { .. } => unreachable!(),
     };
     let ens = train(&config(&data, &dir.path().join("ens"), 1), &RunOptions::default());
@@ -173,6 +174,7 @@ fn early_stopping_evaluates_the_best_epochs_weights() {
             .unwrap()
         {
             Outcome::Finished(m) => *m,
+            Outcome::Worker { .. } => unreachable!("one process"),
             Outcome::Interrupted { .. } => unreachable!(),
         };
     assert!(m.stopped_early, "best epoch {} of {}", m.best_epoch, m.epochs_run);

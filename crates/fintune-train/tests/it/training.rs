@@ -38,6 +38,7 @@ pub(crate) fn run(cfg: &TrainConfig, opts: &RunOptions) -> Outcome {
 pub(crate) fn finished(o: Outcome) -> RunMetrics {
     match o {
         Outcome::Finished(m) => *m,
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { epochs } => panic!("interrupted after {epochs}"),
     }
 }
@@ -119,6 +120,7 @@ fn resuming_after_an_interruption_gives_the_same_metrics() {
     let mut cut = base.clone();
     cut.out = Some(dir.path().join("cut"));
     match run(&cut, &RunOptions { stop_after: Some(1), ..Default::default() }) {
+        Outcome::Worker { .. } => unreachable!("one process"),
         Outcome::Interrupted { epochs } => assert_eq!(epochs, 1),
         Outcome::Finished(_) => panic!("did not stop"),
     }
