@@ -23,6 +23,15 @@ fn cfg(lr_w: f64, lr_b: f64) -> AdamWConfig {
     }
 }
 
+/// libtorch's random generator is global to the process, and the test harness runs tests on
+/// several threads: a test that seeds it and then draws (a model's initial weights) holds this
+/// lock, or another test's draws could fall between its seed and its own draws.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -66,8 +75,11 @@ fn adamw_matches_torch_optim_adamw() {
 #[test]
 fn restored_state_continues_identically() {
     let make = || {
-        tch::manual_seed(5);
-        let w = Tensor::randn([5, 3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let w = {
+            let _rng = torch_rng();
+            tch::manual_seed(5);
+            Tensor::randn([5, 3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true)
+        };
         let opt = AdamW::new(
             vec![Param {
                 name: "backbone.w".into(),
@@ -203,6 +215,7 @@ fn tiny_model(family: &str, tuning: fintune_model::Tuning) -> MultiTaskModel {
         bf16: false,
         input: Default::default(),
     };
+    let _rng = torch_rng();
     tch::manual_seed(3);
     MultiTaskModel::new(&dir, &spec, tch::Device::Cpu).unwrap()
 }
