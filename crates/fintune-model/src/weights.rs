@@ -318,11 +318,28 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
     })
 }
 
-/// A tensor prepared for serialisation (contiguous CPU bytes).
+/// A tensor to serialise. Its bytes are read when the writer asks for them, one tensor at a
+/// time: a contiguous CPU tensor is written straight from its own memory, any other (a CUDA
+/// tensor, a strided view) through a copy of that tensor alone. Saving a model or a checkpoint
+/// therefore adds at most one tensor to the peak memory, not a copy of everything saved
+/// (measured on MPNet: a checkpoint of parameters and moments used to add 1.3 GB).
 struct View {
     dtype: Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    len: usize,
+    tensor: Tensor,
+}
+
+impl View {
+    fn new(t: &Tensor) -> Result<View> {
+        let t = t.detach();
+        Ok(View {
+            dtype: dtype_of(t.kind())?,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            len: t.numel() * t.kind().elt_size_in_bytes(),
+            tensor: t,
+        })
+    }
 }
 
 impl safetensors::View for &View {
@@ -333,10 +350,28 @@ impl safetensors::View for &View {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
+        let t = &self.tensor;
+        if self.len == 0 {
+            return std::borrow::Cow::Borrowed(&[]);
+        }
+        if t.device() == Device::Cpu && t.is_contiguous() {
+            // SAFETY: a contiguous CPU tensor's storage holds `numel * element size` bytes
+            // from `data_ptr()` (which accounts for the storage offset); `self.tensor` keeps
+            // that storage alive for the borrow, and nothing writes to it while the file is
+            // written (the caller holds the tensors and the write is synchronous).
+            let bytes = unsafe {
+                std::slice::from_raw_parts(t.data_ptr().cast::<u8>().cast_const(), self.len)
+            };
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        let c = t.to_device(Device::Cpu).contiguous();
+        let mut data = vec![0u8; self.len];
+        c.f_copy_data_u8(&mut data, c.numel())
+            .expect("a contiguous CPU copy holds exactly numel elements of its kind");
+        std::borrow::Cow::Owned(data)
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 }
 
@@ -347,21 +382,8 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let mut views = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.detach().to_device(Device::Cpu).contiguous();
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel)?;
-        views.push((
-            name.clone(),
-            View {
-                dtype: dtype_of(t.kind())?,
-                shape: t.size().iter().map(|&d| d as usize).collect(),
-                data,
-            },
-        ));
-    }
+    let views: Vec<(String, View)> =
+        tensors.iter().map(|(name, t)| Ok((name.clone(), View::new(t)?))).collect::<Result<_>>()?;
     let tmp = tmp_path(path);
     let result =
         safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), metadata, &tmp)
