@@ -177,6 +177,29 @@ fn rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Runs the test `name` again in a child process with `env` set, where it prints
+/// `PEAK_GROWTH_KIB=<n>`, and returns that growth of the peak RSS.
+fn child_peak_growth_kib(name: &str, env: &str) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("PEAK_GROWTH_KIB=").map(|(_, kib)| kib))
+        .unwrap_or_else(|| panic!("no measurement in:\n{stdout}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 const CHILD: &str = "FINTUNE_TEST_PEAK_CHILD";
 
 /// Issue 15, defect 6: one 10 MB text made predict use 1.7 GB (the whole text was tokenized,
@@ -197,25 +220,8 @@ fn a_ten_megabyte_text_is_cut_before_tokenization() {
         assert_eq!(ids[0].len(), 128);
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "robustness::a_ten_megabyte_text_is_cut_before_tokenization"])
-        .args(["--nocapture", "--test-threads", "1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let growth: u64 = stdout
-        .lines()
-        .find_map(|l| l.split_once("PEAK_GROWTH_KIB=").map(|(_, kib)| kib))
-        .unwrap_or_else(|| panic!("no measurement in:\n{stdout}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let growth =
+        child_peak_growth_kib("robustness::a_ten_megabyte_text_is_cut_before_tokenization", CHILD);
     assert!(
         growth < 64 * 1024,
         "encoding a {} byte text grew the peak RSS by {growth} KiB",
@@ -269,25 +275,10 @@ fn saving_does_not_copy_the_tensors_into_memory() {
         println!("PEAK_GROWTH_KIB={}", peak_rss_kib().saturating_sub(before));
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "robustness::saving_does_not_copy_the_tensors_into_memory"])
-        .args(["--nocapture", "--test-threads", "1"])
-        .env(CHILD_SAVE, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let growth = child_peak_growth_kib(
+        "robustness::saving_does_not_copy_the_tensors_into_memory",
+        CHILD_SAVE,
     );
-    let growth: u64 = stdout
-        .lines()
-        .find_map(|l| l.split_once("PEAK_GROWTH_KIB=").map(|(_, kib)| kib))
-        .unwrap_or_else(|| panic!("no measurement in:\n{stdout}"))
-        .trim()
-        .parse()
-        .unwrap();
     println!("saving 256 MiB of tensors grew the peak RSS by {growth} KiB");
     assert!(growth < 48 * 1024, "saving 256 MiB of tensors grew the peak RSS by {growth} KiB");
 }
