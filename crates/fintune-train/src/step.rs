@@ -39,6 +39,12 @@ pub struct MultiTaskStep<'a> {
     pub(crate) weighting: Box<dyn TaskWeighting + Send>,
     probe: Probe,
     probe_params: Vec<Tensor>,
+    /// Where main-task-first DWA measures gradients when the batch mixes tasks with their own
+    /// rows: the last shared layer's trainable parameters. At the representation each task's
+    /// gradient lives on its own rows only, so two tasks' gradients there never overlap and
+    /// their cosine is exactly 0 (the auxiliaries would get weight 0 at every step). Empty
+    /// otherwise.
+    agreement_params: Vec<Tensor>,
     imbalance: Imbalance,
     pub(crate) bmse_sigma: Option<Tensor>,
     class_weights: Option<Tensor>,
@@ -191,6 +197,17 @@ impl<'a> MultiTaskStep<'a> {
         } else {
             vec![]
         };
+        let agreement_params = if tasks > 1
+            && mixed
+            && task.weighting == WeightingSpec::DwaMain
+            && task.probe == Probe::Representation
+            // A frozen backbone shares no trainable parameter: nothing to agree on.
+            && !matches!(cfg.tuning, Tuning::Frozen)
+        {
+            model.probe_parameters(Probe::LastLayer)?
+        } else {
+            vec![]
+        };
         let peak_lr = match cfg.tuning {
             Tuning::Frozen => o.head_lr,
             Tuning::Lora(_) => o.adapter_lr,
@@ -203,6 +220,7 @@ impl<'a> MultiTaskStep<'a> {
             weighting,
             probe: task.probe,
             probe_params,
+            agreement_params,
             imbalance: task.imbalance,
             bmse_sigma,
             class_weights: data.class_weights.map(|w| Tensor::from_slice(w).to_device(device)),
@@ -491,13 +509,22 @@ impl MultiTaskStep<'_> {
         let tp = Instant::now();
         let mut norms = vec![f64::NAN; self.tasks];
         let mut flat: Vec<Vec<f32>> = Vec::new();
+        // Gradients on parameters (a parameter probe, or the agreement parameters) rather than
+        // on the representation's rows.
+        let on_params = pooled_h.is_none() || !self.agreement_params.is_empty();
         if want_norms {
             for (i, l) in losses.iter().enumerate() {
-                let mut grads = match &pooled_h {
-                    Some(ph) => Tensor::run_backward(&[l], &[ph], true, false),
-                    None => Tensor::run_backward(&[l], &self.probe_params, true, false),
+                let mut grads = match (&pooled, &pooled_h) {
+                    (Some(pooled), Some(ph)) if !self.agreement_params.is_empty() => {
+                        // dL_i/dz on the rows, then on through the last shared layer only.
+                        let rows = Tensor::run_backward(&[l], &[ph], true, false);
+                        let s = (pooled * rows[0].detach()).sum(Kind::Float);
+                        Tensor::run_backward(&[s], &self.agreement_params, true, false)
+                    }
+                    (_, Some(ph)) => Tensor::run_backward(&[l], &[ph], true, false),
+                    (_, None) => Tensor::run_backward(&[l], &self.probe_params, true, false),
                 };
-                if let (Some((dp, _)), None) = (&self.dp, &pooled_h) {
+                if let (Some((dp, _)), true) = (&self.dp, on_params) {
                     // Parameter probes: the ranks' gradients add up to the global one.
                     grads = grads.iter().map(Tensor::contiguous).collect();
                     dp.sum_tensors(&mut grads)?;
@@ -511,7 +538,7 @@ impl MultiTaskStep<'_> {
                     )?);
                 }
             }
-            if let (Some((dp, _)), Some(ph)) = (&self.dp, &pooled_h) {
+            if let (Some((dp, _)), Some(ph), false) = (&self.dp, &pooled_h, on_params) {
                 // The representation's rows are split between ranks: squared norms add up,
                 // and the gradient vectors are the ranks' rows in rank order.
                 dp.sum(&mut norms)?;

@@ -457,3 +457,30 @@ fn every_weighting_method_runs_over_four_tasks() {
         std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
     }
 }
+
+/// Main-task-first DWA weights an auxiliary by the cosine of its gradient with the main
+/// task's. Tasks with their own data occupy their own rows of a batch, so at the batch
+/// representation their gradients never overlap: the cosine there is exactly 0, and the
+/// FiQA comparison (`mtl-fpb-dwa-main`) gave the PhraseBank weight 0 at every step. The
+/// agreement is measured on the last shared layer instead, where the tasks do meet.
+#[test]
+fn main_task_first_dwa_measures_agreement_where_tasks_with_their_own_rows_meet() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = four_task_config(dir.path(), "dwa-main");
+    cfg.optim.epochs = 2;
+    cfg.task.weighting = fintune_dwa::WeightingSpec::DwaMain;
+    finished(run(&cfg, &Default::default()));
+    let h = fintune_train::run::history::read_history(&dir.path().join("dwa-main/history.csv"))
+        .unwrap();
+    for t in ["classes", "polarity", "more"] {
+        let cos = h.series(&format!("cos.{t}"));
+        let w = h.series(&format!("w.{t}"));
+        assert_eq!(cos.len(), 10, "steps of cos.{t}");
+        assert!(
+            cos.iter().any(|(_, v)| *v > 0.0) && w.iter().any(|(_, v)| *v > 0.0),
+            "{t}: cosine {cos:?}, weight {w:?}: the auxiliary never agreed with the main task"
+        );
+        assert!(cos.iter().all(|(_, v)| (0.0..=1.0).contains(v)), "cos.{t} = {cos:?}");
+    }
+}
