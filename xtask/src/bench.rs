@@ -25,7 +25,7 @@ fn last_json_line(out: &str) -> Result<String> {
 
 /// The `--backbone minilm|mpnet|DIR` option (default minilm), taken out of `args`: the setup
 /// that provides it and its folder below `.fintune/models` (or the folder given).
-fn backbone_option(args: &[String]) -> Result<(setup::Options, String, Vec<String>)> {
+pub fn backbone_option(args: &[String]) -> Result<(setup::Options, String, Vec<String>)> {
     let mut rest = Vec::new();
     let mut name = "minilm".to_owned();
     let mut it = args.iter();
@@ -242,7 +242,7 @@ const QUICK_TEXTS: usize = 256;
 const PEER_FLOOR: f64 = 1.0;
 
 /// A number field anywhere in a (pretty-printed) JSON text: the first `"key": number`.
-fn json_field(text: &str, key: &str) -> Option<f64> {
+pub fn json_field(text: &str, key: &str) -> Option<f64> {
     let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = text[at..].trim_start();
     let end = rest.find([',', '}', '\n']).unwrap_or(rest.len());

@@ -6,13 +6,14 @@
 //! - `test [ARGS]`: setup, then `cargo test --workspace ARGS`, then the ignored tests whose
 //!   inputs exist (see [`ignored`]).
 //! - `train [ARGS]`: setup, then `fintune train ARGS` (the quick-start run with no ARGS).
-//! - `bench-model`, `bench-peer`, `compare`, `gpu-check`: benchmarks and experiments.
+//! - `bench-model`, `bench-peer`, `bench-recipes`, `compare`, `gpu-check`: benchmarks and experiments.
 //!
 //! Architecture Invariant: xtask depends on no workspace crate and never on tch, so it builds
 //! before libtorch exists.
 
 mod bench;
 mod bench_ci;
+mod bench_recipes;
 mod ignored;
 mod setup;
 mod util;
@@ -55,6 +56,10 @@ commands:
                  one is slower by more than PCT (default 10) in every round. --model adds the
                  MiniLM forward/backward, training-step and prediction benchmarks; --markdown
                  appends the table to FILE; --smoke builds and runs every benchmark once
+  bench-recipes [--backbone minilm|mpnet|DIR] [--recipes a,b,..] [--markdown FILE]
+                 the cost of each README recipe on this machine: one `fintune train` run on
+                 FiQA (default, long, lr1e-4, llrd, ens5, pooled, seq-fpb) and `fintune
+                 predict` of 1,000 texts, wall time and peak RSS (needs ../shared/data)
   compare [ARGS] setup, then `fintune compare ARGS` (the experiment matrix)
   gpu-check      on a GPU machine: build with --features cuda, run GPU tests and benches
 ";
@@ -111,6 +116,7 @@ fn try_main() -> Result<()> {
         "bench-model" => bench::model(&rest)?,
         "bench-peer" => bench::peer(&rest)?,
         "bench-ci" => bench_ci::main(&rest)?,
+        "bench-recipes" => bench_recipes::main(&rest)?,
         "gpu-check" => bench::gpu_check()?,
         "help" | "--help" | "-h" => print!("{HELP}"),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
