@@ -179,12 +179,14 @@ pub fn run(opts: &Options) -> Result<Layout> {
     ensure_venv(&lay, &mut did)?;
     let site = site_packages(&lay)?;
 
-    let torch_set = if opts.cuda || opts.full { "torch-full" } else { "torch-minimal" };
     if opts.cuda || opts.full {
         pip_step(&lay, "torch-full", TORCH_FULL, false, 6 << 30, &mut did)?;
     } else if !stamp_ok(&lay, "torch-full", TORCH_FULL) {
         pip_step(&lay, "torch-minimal", TORCH_MINIMAL, true, 2 << 30, &mut did)?;
     }
+    // A full install stays full when a later plain setup runs: name the one that is there.
+    let torch_set =
+        if stamp_ok(&lay, "torch-full", TORCH_FULL) { "torch-full" } else { "torch-minimal" };
     if opts.full {
         pip_step(&lay, "python-ref", PYTHON_REF, false, 1 << 30, &mut did)?;
     }
