@@ -31,7 +31,12 @@ fn metadata(no_deps: bool) -> Value {
         cmd.arg("--no-deps");
     }
     let out = cmd.output().expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata --offline (run `cargo fetch` once in a fresh clone; `cargo xtask test` \
+         does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
