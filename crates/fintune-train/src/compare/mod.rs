@@ -465,8 +465,11 @@ pub struct Provenance {
     pub machine: String,
 }
 
-/// A one-line description of this machine, from `/proc` where it exists.
-pub fn machine_description() -> String {
+/// A one-line description of this machine, from `/proc` where it exists. `threads` is the
+/// runs' libtorch thread count (`--threads`; 0 means libtorch's default, reported as the
+/// number it resolves to here): a collecting run that trains nothing never sets it, so
+/// this process's own count would describe the collector, not the runs.
+pub fn machine_description(threads: usize) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -483,7 +486,7 @@ pub fn machine_description() -> String {
         .map_or(String::from("?"), |kib| format!("{:.0}", kib / 1024.0 / 1024.0));
     format!(
         "{model}, {cores} cores, {mem_gib} GiB, libtorch threads {}, CUDA devices {}",
-        tch::get_num_threads(),
+        if threads > 0 { threads } else { tch::get_num_threads().max(0) as usize },
         tch::Cuda::device_count()
     )
 }
@@ -974,7 +977,7 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
         provenance: Provenance {
             command: c.command.clone(),
             date: chrono::Local::now().format("%Y-%m-%d %H:%M %Z").to_string(),
-            machine: machine_description(),
+            machine: machine_description(c.base.optim.threads),
         },
     };
     run::write_json(&c.out.join("results.json"), &results)?;
@@ -994,6 +997,16 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
 mod tests {
     use super::*;
     use crate::config::{TaskKind, TaskLoss};
+
+    #[test]
+    fn machine_line_reports_the_runs_threads_not_the_collectors() {
+        // The collecting process never trains, so its own libtorch count must not be used.
+        let own = tch::get_num_threads();
+        let runs = if own == 3 { 5 } else { 3 };
+        let line = machine_description(runs);
+        assert!(line.contains(&format!("libtorch threads {runs},")), "{line}");
+        assert!(machine_description(0).contains(&format!("libtorch threads {own},")));
+    }
 
     fn config(root: &Path) -> CompareConfig {
         CompareConfig {
