@@ -31,6 +31,7 @@ use fintune_data::{
     SetSplits, WriteOptions,
 };
 use fintune_dwa::WeightingSpec;
+use fintune_model::InputMode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Imbalance, Strata, TrainConfig};
@@ -102,6 +103,9 @@ pub struct MethodSpec {
     /// training, layer-wise learning-rate decay, learning rates).
     #[serde(default)]
     pub optim: OptimOverrides,
+    /// What the model reads, when the method sets it (`model.input`; `None`: the base's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputMode>,
 }
 
 /// Optimisation settings a method sets on top of the base configuration (`None`: the base's).
@@ -177,6 +181,22 @@ impl MethodSpec {
             ..self.clone()
         }
     }
+
+    /// Sets what this method changes in a cell's configuration: score classes, regression
+    /// loss, task weighting (`variant`: a static grid point's regression weight), the
+    /// optimisation overrides and the input. Data, seed and output folder are the caller's.
+    pub fn configure(&self, cfg: &mut TrainConfig, variant: Option<f64>) {
+        cfg.task.strata = self.strata;
+        cfg.task.imbalance = self.imbalance;
+        cfg.task.weighting = match variant {
+            Some(w) => WeightingSpec::Static(vec![w, 1.0 - w]),
+            None => self.weighting.clone(),
+        };
+        self.optim.apply(&mut cfg.optim);
+        if let Some(input) = self.input {
+            cfg.model.input = input;
+        }
+    }
 }
 
 fn m(
@@ -196,6 +216,7 @@ fn m(
         pooled: false,
         further: Further::None,
         optim: OptimOverrides::default(),
+        input: None,
     }
 }
 
@@ -305,6 +326,16 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
             OptimOverrides { lr: Some(lr), ..o },
         ));
     }
+    v.push(MethodSpec {
+        input: Some(InputMode::TextTarget),
+        ..m(
+            "single-target",
+            "single-task, the target (company or ticker) as a second input segment",
+            S::None,
+            W::Equal,
+            I::None,
+        )
+    });
     v.push(m(
         "mtl-das-control",
         "control: MTL + DAS, static weights 0.999 / 0.001",
@@ -883,14 +914,8 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                         cfg.data.train = vec![pool.map_or(train, |p| &p.0).clone()];
                         cfg.data.val = Some(val.clone());
                         cfg.data.test = Some(test.clone());
-                        cfg.task.strata = method.strata;
-                        cfg.task.imbalance = method.imbalance;
-                        cfg.task.weighting = match variant {
-                            Some(w) => WeightingSpec::Static(vec![w, 1.0 - w]),
-                            None => method.weighting.clone(),
-                        };
                         cfg.optim.seed = seed;
-                        method.optim.apply(&mut cfg.optim);
+                        method.configure(&mut cfg, variant);
                         cfg.out = Some(dir.clone());
                         let cfg = apply_further(c, ds, method, cfg, log)?;
                         let t0 = std::time::Instant::now();
@@ -1033,8 +1058,7 @@ mod tests {
         let mut cfg = TrainConfig::default();
         cfg.data.train = vec!["train.jsonl".into()];
         cfg.data.val = Some("val.jsonl".into());
-        cfg.task.strata = m.strata;
-        cfg.task.weighting = m.weighting.clone();
+        m.configure(&mut cfg, None);
         cfg
     }
 
@@ -1096,5 +1120,24 @@ mod tests {
         let mut o = crate::config::OptimConfig::default();
         method("single-lr1e-4").optim.apply(&mut o);
         assert_eq!((o.epochs, o.lr), (5, 1e-4));
+        // The target-aware method changes the input and nothing else; its pooled variant too.
+        let plain = cell_config(&method("single"));
+        assert_eq!(plain.model.input, InputMode::Text);
+        for m in [method("single-target"), method("single-target").to_pooled()] {
+            let mut cfg = cell_config(&m);
+            assert_eq!(cfg.model.input, InputMode::TextTarget, "{}", m.id);
+            cfg.model.input = InputMode::Text;
+            assert_eq!(
+                toml::to_string(&cfg).unwrap(),
+                toml::to_string(&plain).unwrap(),
+                "{}",
+                m.id
+            );
+        }
+        // A method without an input of its own keeps the base's.
+        let mut cfg = TrainConfig::default();
+        cfg.model.input = InputMode::TextTarget;
+        method("single").configure(&mut cfg, None);
+        assert_eq!(cfg.model.input, InputMode::TextTarget);
     }
 }
