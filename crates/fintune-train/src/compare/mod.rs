@@ -959,8 +959,10 @@ pub fn run(c: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Results> {
                             }
                             Err(e) => {
                                 log(&format!(
-                                    "[{done}/{total}] {} {}{cell_note} seed {seed}: FAILED: {e}",
-                                    ds.name, method.id
+                                    "[{done}/{total}] {} {}{cell_note} seed {seed}: FAILED: {}",
+                                    ds.name,
+                                    method.id,
+                                    e.chain()
                                 ));
                                 failures.push(Failure {
                                     dataset: ds.name.clone(),

@@ -102,7 +102,10 @@ impl HistoryWriter {
         let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
         w.write_record(header).map_err(|e| csv_err(path, e))?;
         if let Some(keep) = keep {
-            let h = read_history(path)?;
+            // Only the records the checkpoint counted are read: a run killed after its last
+            // checkpoint may have left further steps, the last one torn mid-write, and those
+            // are discarded anyway.
+            let h = read_history_prefix(path, keep)?;
             if h.header != header || h.rows.len() < keep {
                 return Err(Error::Resume {
                     path: path.to_owned(),
@@ -169,11 +172,18 @@ impl History {
 
 /// Reads `history.csv`; every row must have as many fields as the header.
 pub fn read_history(path: &Path) -> Result<History> {
+    read_history_prefix(path, usize::MAX)
+}
+
+/// The header and the first `n` rows of `history.csv` (fewer if it has fewer); rows after
+/// them are not read.
+fn read_history_prefix(path: &Path, n: usize) -> Result<History> {
     let mut r = csv::ReaderBuilder::new().from_path(path).map_err(|e| csv_err(path, e))?;
     let header: Vec<String> =
         r.headers().map_err(|e| csv_err(path, e))?.iter().map(String::from).collect();
     let rows = r
         .records()
+        .take(n)
         .map(|rec| rec.map(|rec| rec.iter().map(String::from).collect()))
         .collect::<std::result::Result<Vec<Vec<String>>, _>>()
         .map_err(|e| csv_err(path, e))?;
@@ -224,5 +234,49 @@ mod tests {
         assert_eq!(h.rows.len(), 2);
         assert_eq!(h.rows[1][h.index("method").unwrap()], "dwa");
         assert!(HistoryWriter::open(&p, &header, Some(3)).is_err());
+    }
+
+    #[test]
+    fn resume_discards_a_row_torn_after_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("history.csv");
+        let header = header(&["reg"], &[]);
+        let mut w = HistoryWriter::open(&p, &header, None).unwrap();
+        for step in 1..=3 {
+            w.push(&record1(step), "equal").unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        // A kill mid-write: the fourth row stops after its step_ms field, no newline.
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str("1,4,0.0001,0.25,1,0.1,1,10,3.5,");
+        std::fs::write(&p, &text).unwrap();
+        let torn = read_history(&p).unwrap_err();
+        assert!(matches!(torn, Error::Csv { .. }), "{torn}");
+        // The checkpoint counted 2 rows: the third and the torn fourth go.
+        let mut w = HistoryWriter::open(&p, &header, Some(2)).unwrap();
+        w.push(&record1(3), "equal").unwrap();
+        w.flush().unwrap();
+        let h = read_history(&p).unwrap();
+        assert_eq!(h.rows.len(), 3);
+        assert_eq!(h.series("step"), vec![(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]);
+        // A torn row among the kept ones is still an error that names the file.
+        std::fs::write(&p, &text).unwrap();
+        let e = HistoryWriter::open(&p, &header, Some(4)).unwrap_err();
+        assert!(e.chain().contains("history.csv"), "{}", e.chain());
+    }
+
+    fn record1(step: u64) -> StepRecord {
+        StepRecord {
+            epoch: 1,
+            step,
+            lr: 1e-4,
+            tasks: vec![TaskStep { loss: 0.25, weight: 1.0, grad_norm: 0.1 }],
+            batch_rarity: 1.0,
+            samples_per_s: 10.0,
+            step_ms: 3.5,
+            probe_ms: 0.5,
+            terms: vec![],
+        }
     }
 }
