@@ -212,10 +212,11 @@ pub fn member_config(cfg: &TrainConfig, root: &Path, k: usize) -> TrainConfig {
 }
 
 /// Checks the ensemble folder before a fresh start or `--resume` and writes its
-/// `config.toml` on a fresh start.
-fn prepare_folder(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<()> {
+/// `config.toml` on a fresh start. Returns the folder's lock, held while the members train.
+fn prepare_folder(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<files::DirLock> {
     let members = members_dir(&run.root);
     files::refuse_symlink(&members)?;
+    let lock = if run.root.is_dir() { Some(run.lock()?) } else { None };
     if opts.resume {
         run.refuse_links()?;
         if run.is_finished() {
@@ -235,22 +236,36 @@ fn prepare_folder(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<
         if !keys.is_empty() {
             return Err(Error::OtherConfig { path: run.root.clone(), keys });
         }
-        return Ok(());
+        return lock.map_or_else(|| run.lock(), Ok);
     }
     if opts.overwrite && members.is_dir() {
         fs::remove_dir_all(&members).map_err(|e| Error::io(&members, e))?;
     }
-    run.prepare_fresh(cfg, opts.overwrite)?;
-    if members.exists() {
-        return Err(Error::Config(format!(
-            "{} holds an interrupted ensemble ({}); continue it with --resume, or use \
-             --overwrite to start again",
-            run.root.display(),
-            members.display()
-        )));
-    }
+    let check = |overwrite| -> Result<()> {
+        run.prepare_fresh(cfg, overwrite)?;
+        if members.exists() {
+            return Err(Error::Config(format!(
+                "{} holds an interrupted ensemble ({}); continue it with --resume, or use \
+                 --overwrite to start again",
+                run.root.display(),
+                members.display()
+            )));
+        }
+        Ok(())
+    };
+    check(opts.overwrite)?;
     run.create()?;
-    run::write_atomic(&run.config(), cfg.to_toml().as_bytes())
+    let lock = match lock {
+        Some(l) => l,
+        None => {
+            // Created here: locked, then checked again (another process may have been quicker).
+            let l = run.lock()?;
+            check(false)?;
+            l
+        }
+    };
+    run::write_atomic(&run.config(), cfg.to_toml().as_bytes())?;
+    Ok(lock)
 }
 
 /// Trains the ensemble `cfg.optim.ensemble` members into `root` (see the module docs).
@@ -270,7 +285,7 @@ pub fn train_ensemble(
     }
     let resolved = cfg.resolve()?;
     let run = RunDir::new(root);
-    prepare_folder(cfg, &run, opts)?;
+    let _lock = prepare_folder(cfg, &run, opts)?;
     let n = cfg.optim.ensemble;
     let mut members = Vec::with_capacity(n);
     for k in 0..n {

@@ -121,6 +121,12 @@ pub enum Error {
         /// The run folder.
         path: PathBuf,
     },
+    /// Another process holds the lock of a run folder (it is training into it).
+    #[error("{path} is in use by another fintune process (it holds the folder's lock); wait for it to finish, or use another folder")]
+    Busy {
+        /// The run folder.
+        path: PathBuf,
+    },
     /// An ensemble's manifest names a member model folder that is missing.
     #[error(
         "{manifest} names the member {path}, which holds no saved model (fintune.json is missing)"

@@ -112,7 +112,14 @@ pub fn train(
     let run = RunDir::new(root);
     let dp = opts.dist.as_deref();
     let leader = dp.is_none_or(DataParallel::is_leader);
-    let notes = if !leader {
+    // The folder's lock, from the checks to the end of the run; a folder created below is
+    // locked (and checked again) right after it is created.
+    let mut lock = None;
+    let locked =
+        if leader && run.root.is_dir() { run.lock().map(|l| lock = Some(l)) } else { Ok(()) };
+    let notes = if let Err(e) = locked {
+        Err(e)
+    } else if !leader {
         Ok(vec![])
     } else if opts.resume {
         run.prepare_resume(&declared)
@@ -264,6 +271,10 @@ pub fn train(
     } else {
         let created = if leader {
             run.create().and_then(|()| {
+                if lock.is_none() {
+                    lock = Some(run.lock()?);
+                    run.prepare_fresh(&declared, false)?;
+                }
                 run::write_atomic(&run.config(), declared.to_toml().as_bytes())?;
                 run::write_json(&run.das(), &prep.strat)
             })

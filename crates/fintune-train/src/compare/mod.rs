@@ -416,6 +416,19 @@ fn apply_further(
             first.task.weighting = WeightingSpec::Equal;
             first.optim.seed = 1;
             first.out = Some(dir.clone());
+            // Shards of one matrix share stage 1: the first trains it, the others wait for it
+            // (the lock of `stage1/`) and reuse it.
+            let stage1 = c.out.join("stage1");
+            std::fs::create_dir_all(&stage1).map_err(|e| Error::io(&stage1, e))?;
+            let _wait = run::files::lock_dir(
+                &stage1,
+                Some(&mut || {
+                    log(&format!(
+                        "waiting for another process to finish stage 1 in {}",
+                        dir.display()
+                    ))
+                }),
+            )?;
             let fresh = !run::RunDir::new(&dir).is_finished();
             let m = run_one(&first, &dir, true)?;
             if fresh {

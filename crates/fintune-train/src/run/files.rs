@@ -7,6 +7,9 @@
 //! in with a rollback: the previous folder is parked as `.NAME.old` until the new one is in
 //! place, and put back when the swap fails. [`sweep`] removes temporary leftovers of earlier
 //! (interrupted) runs and recovers a folder left only as `.NAME.old`.
+//!
+//! [`lock_dir`] takes a folder's advisory lock (`flock` on the folder itself, released when the
+//! process ends, killed or not), so two processes never write one run folder.
 
 use std::fs;
 use std::io::Write;
@@ -179,6 +182,31 @@ fn remove_any(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// The advisory lock of a folder, held until dropped (or until the process ends).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Takes the exclusive lock of the existing folder `dir`. Held by another process:
+/// [`Error::Busy`] when `wait` is `None`; otherwise `wait` is called once and the lock is
+/// waited for.
+pub fn lock_dir(dir: &Path, wait: Option<&mut dyn FnMut()>) -> Result<DirLock> {
+    let file = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => match wait {
+            None => return Err(Error::Busy { path: dir.to_owned() }),
+            Some(wait) => {
+                wait();
+                file.lock().map_err(|e| Error::io(dir, e))?;
+            }
+        },
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io(dir, e)),
+    }
+    Ok(DirLock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +284,40 @@ mod tests {
         left.sort();
         assert_eq!(left, vec!["checkpoint".to_owned(), "model".to_owned()]);
         assert!(notes.iter().any(|n| n.contains("recovered")), "{notes:?}");
+    }
+
+    #[test]
+    fn a_folder_lock_excludes_a_second_holder_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let first = lock_dir(d.path(), None).unwrap();
+        let err = lock_dir(d.path(), None).unwrap_err();
+        assert!(matches!(&err, Error::Busy { path } if path == d.path()), "{err}");
+        assert!(err.to_string().contains("in use by another fintune process"), "{err}");
+        drop(first);
+        lock_dir(d.path(), None).unwrap();
+        let gone = d.path().join("missing");
+        assert!(matches!(lock_dir(&gone, None), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn a_waiting_lock_is_told_once_and_taken_when_released() {
+        let d = tempfile::tempdir().unwrap();
+        let first = lock_dir(d.path(), None).unwrap();
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = released.clone();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(first);
+        });
+        let mut told = 0;
+        let second = lock_dir(d.path(), Some(&mut || told += 1)).unwrap();
+        assert_eq!(told, 1);
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst), "taken before the release");
+        holder.join().unwrap();
+        drop(second);
+        let mut told = 0;
+        let _third = lock_dir(d.path(), Some(&mut || told += 1)).unwrap();
+        assert_eq!(told, 0, "a free lock is taken without waiting");
     }
 }

@@ -9,7 +9,9 @@
 //! - symlinked entries are refused and every file is written through [`files::write_atomic`]
 //!   (a new file renamed into place), so nothing is written through a planted link;
 //! - leftovers of an interrupted run are swept when the folder is opened, and a checkpoint left
-//!   only as `.checkpoint.old` is recovered.
+//!   only as `.checkpoint.old` is recovered;
+//! - one process at a time: a run holds the folder's lock ([`RunDir::lock`]) from its checks to
+//!   its end, and a second process is refused ([`Error::Busy`]) instead of writing beside it.
 
 pub mod checkpoint;
 pub mod files;
@@ -87,6 +89,12 @@ impl RunDir {
     /// `checkpoint/`: what `--resume` continues from.
     pub fn checkpoint(&self) -> PathBuf {
         self.root.join("checkpoint")
+    }
+
+    /// Takes the folder's lock ([`files::lock_dir`]); [`Error::Busy`] while another process
+    /// holds it. The folder must exist.
+    pub fn lock(&self) -> Result<files::DirLock> {
+        files::lock_dir(&self.root, None)
     }
 
     /// Whether the folder holds a finished run.

@@ -414,3 +414,47 @@ fn a_seed_ensemble_method_runs_in_the_matrix_and_is_reused() {
     let again = compare::run(&c, &mut |_| {}).unwrap();
     assert_eq!(again.runs[0].test.mse, r.runs[0].test.mse);
 }
+
+/// Shards of one matrix share the sequential control's stage-1 run: a shard that finds another
+/// process holding `stage1/` waits for it (and says so) instead of training the same run into
+/// the same folder beside it.
+#[test]
+fn a_shard_waits_for_the_stage_one_run_another_process_holds() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture set stands in for FiQA and for the PhraseBank (a regression on its scores).
+    let data_root = dir.path().join("data");
+    for (sub, file) in [("fiqa2018_task1", "train.jsonl"), ("financial_phrasebank", "all.jsonl")] {
+        std::fs::create_dir_all(data_root.join(sub)).unwrap();
+        std::fs::copy(root().join("fixtures/train.jsonl"), data_root.join(sub).join(file)).unwrap();
+    }
+    let out = dir.path().join("cmp");
+    let mut c = config(&data_root, &out);
+    c.methods = compare::all_methods(&[]).into_iter().filter(|m| m.id == "seq-fpb").collect();
+    c.seeds = vec![1];
+    let stage1 = out.join("stage1");
+    std::fs::create_dir_all(&stage1).unwrap();
+    let held = fintune_train::run::files::lock_dir(&stage1, None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let shard = std::thread::spawn(move || {
+        compare::run(&c, &mut |l| {
+            let _ = tx.send(l.to_owned());
+        })
+    });
+    let waiting = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(600))
+            .expect("compare neither waited nor said so");
+        if line.contains("waiting for another process") {
+            break line;
+        }
+    };
+    assert!(waiting.contains("stage1"), "{waiting}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!stage1.join("phrasebank").exists(), "nothing is written while the lock is held");
+    drop(held);
+    let r = shard.join().unwrap().unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.runs.len(), 1);
+    assert!(stage1.join("phrasebank/metrics.json").exists(), "stage 1 ran once the lock was free");
+}

@@ -376,3 +376,36 @@ fn val_identical_to_train_warns() {
         prep.warnings
     );
 }
+
+// A run folder written by two processes at once (two `train` with one `--out`, or two shards
+// of a matrix reaching one shared stage-1 run): the second is refused while the first holds
+// the folder's lock, and writes nothing.
+#[test]
+fn a_run_folder_in_use_by_another_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, out) = folder_with_config(dir.path());
+    let before = std::fs::read_dir(&out).unwrap().count();
+    let held = fintune_train::run::RunDir::new(&out).lock().unwrap();
+    // Another process (the binary), then this one (the library), a single model and an ensemble.
+    fintune()
+        .args(["train", "--data"])
+        .arg(&a.data.train[0])
+        .args(["--max-len", "24", "--epochs", "1", "--out"])
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("in use by another fintune process"));
+    let err = train(&a, &RunOptions::default()).unwrap_err();
+    assert!(matches!(&err, Error::Busy { path } if *path == out), "{err}");
+    let mut ens = a.clone();
+    ens.optim.ensemble = 2;
+    let mut progress = LogLines::new(std::time::Duration::from_secs(3600));
+    let err =
+        fintune_train::ensemble::train_ensemble(&ens, &out, &RunOptions::default(), &mut progress)
+            .unwrap_err();
+    assert!(matches!(&err, Error::Busy { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), before, "nothing was written");
+    // Released: the run starts.
+    drop(held);
+    assert!(matches!(train(&a, &RunOptions::default()).unwrap(), Outcome::Finished(_)));
+}
