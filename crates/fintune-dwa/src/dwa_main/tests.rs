@@ -270,9 +270,13 @@ proptest! {
         let mut b = DwaMain::new(t, cfg).unwrap();
         let wa = run_steps(&mut a, &steps, 1.0);
         let wb = run_steps(&mut b, &steps, scale);
+        // Scaling f32 gradients rounds each element anew (relative 6e-8), so a cosine moves by
+        // about 1e-7 absolute; a weight proportional to a cosine near 0 (w = 7.3e-4 in the
+        // committed regression case) then moves by about 1e-4 relative. Hence the absolute floor
+        // of 1e-6, still far below what a missing normalisation would change (order 1).
         for ((x, _), (y, _)) in wa.iter().zip(&wb) {
             for (p, q) in x.values.iter().zip(&y.values) {
-                prop_assert!((p - q).abs() <= 1e-5 * p.abs().max(1e-3), "{:?} vs {:?}", x.values, y.values);
+                prop_assert!((p - q).abs() <= 1e-5 * p.abs().max(0.1), "{:?} vs {:?}", x.values, y.values);
             }
         }
     }
