@@ -11,6 +11,7 @@
 //!   file of `xtask` and `fintune-model` is named in it;
 //! - every `#[ignore = "needs ..."]` test carries its group's tag in its path (see
 //!   `xtask/src/ignored.rs`), so `cargo xtask test` finds it.
+//! - every relative link or image in a tracked Markdown file points at a file that exists.
 //!
 //! A failure names the file and what to change.
 
@@ -394,4 +395,89 @@ fn every_ignored_test_carries_its_group_tag() {
     }
     assert!(seen >= 3, "found only {seen} ignored tests: is the scan broken?");
     assert!(wrong.is_empty(), "ignored tests (see xtask/src/ignored.rs):\n{wrong:#?}");
+}
+
+/// The Markdown files git tracks (READMEs, ARCHITECTURE.md, the results under `docs/`).
+fn tracked_markdown() -> Vec<PathBuf> {
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "--", "*.md"])
+        .current_dir(root())
+        .output()
+        .expect("git ls-files runs");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| root().join(String::from_utf8_lossy(p).as_ref()))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The targets of the inline links and images of `text` (`[..](target)`, `![..](target)`),
+/// with their line numbers; a target ends at whitespace or `)`. Code (fenced blocks and
+/// backticked spans) is skipped.
+fn link_targets(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut fenced = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Outside code: the even-numbered pieces between backticks.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let end = after.find(|c: char| c == ')' || c.is_whitespace()).unwrap_or(after.len());
+            found.push((n + 1, after[..end].to_string()));
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn link_targets_are_found_in_links_and_images_only() {
+    let text = "see [a](docs/a.md#x) and ![p](plots/p.png \"t\")\n[b](https://e.org) `[f](x)` [c](#top)\n```\n[d](e)\n```";
+    let got = link_targets(text);
+    assert_eq!(
+        got,
+        [
+            (1, "docs/a.md#x".to_string()),
+            (1, "plots/p.png".to_string()),
+            (2, "https://e.org".to_string()),
+            (2, "#top".to_string())
+        ]
+    );
+}
+
+#[test]
+fn every_relative_link_in_the_tracked_markdown_resolves() {
+    let files = tracked_markdown();
+    assert!(files.len() >= 10, "found only {} Markdown files: is the scan broken?", files.len());
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in &files {
+        let dir = file.parent().expect("a file has a folder");
+        for (line, target) in link_targets(&read(file)) {
+            let path = target.split('#').next().unwrap_or("");
+            let external = path.split_once(':').is_some_and(|(scheme, _)| {
+                !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+            });
+            if path.is_empty() || external {
+                continue;
+            }
+            checked += 1;
+            if !dir.join(path).exists() {
+                let rel = file.strip_prefix(root()).unwrap_or(file);
+                broken.push(format!("{}:{line}: {target} does not exist", rel.display()));
+            }
+        }
+    }
+    assert!(checked >= 20, "checked only {checked} relative links: is the scan broken?");
+    assert!(broken.is_empty(), "broken relative links in Markdown files:\n{broken:#?}");
 }
