@@ -499,6 +499,10 @@ pub(super) struct CompareArgs {
     /// and report stay; checkpoints are always removed once a run has finished).
     #[arg(long)]
     keep_models: bool,
+    /// The teacher backbone of the `distill` methods (trained per run on the same data, it
+    /// scores the Financial PhraseBank's sentences for the student).
+    #[arg(long, value_name = "DIR", default_value = ".fintune/models/all-mpnet-base-v2")]
+    teacher: PathBuf,
 }
 
 /// `--protocol`.
@@ -610,6 +614,7 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
         shard,
         run_index: a.run_index,
         keep_models: a.keep_models,
+        teacher: a.teacher.clone(),
         command: std::iter::once("fintune".to_owned())
             .chain(std::env::args().skip(1))
             .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })

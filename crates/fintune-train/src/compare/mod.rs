@@ -22,6 +22,9 @@
 //! [`fintune_data::dedup_across_sets`] against the cell's validation and test texts; the pooled
 //! file (`train-pooled.jsonl`) and its counts (`pool.json`) sit beside the split files, and the
 //! counts are copied into each pooled run's folder and `results.json`.
+//!
+//! Distillation methods ([`Further::Distill`]) train a teacher per run's data, split and seed
+//! under `OUT/teachers/`, shared by the methods and shards that need it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,6 +171,14 @@ pub enum Further {
     /// The score classes' cross-entropy against soft ordinal targets (fintune-das
     /// `soft_targets`, sigma 0.1) instead of one-hot classes.
     SoftOrdinal,
+    /// Distillation: a teacher ([`CompareConfig::teacher`], a larger backbone) is trained as
+    /// single-task regression on the run's own training data, split and seed
+    /// (`OUT/teachers/<dataset>/<own|pooled>/[<cell>/]seed<S>`, shared by the methods and
+    /// shards that need it); it scores the Financial PhraseBank's sentences (minus those equal
+    /// to a validation or test text of the run), and the method's run trains on its training
+    /// data plus those sentences with the teacher's scores (`distill.jsonl` in the teacher's
+    /// folder).
+    Distill,
 }
 
 impl MethodSpec {
@@ -280,6 +291,12 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
             "MTL: the other SSIX sets as tasks with their own heads, main-task-first DWA",
             W::DwaMain,
             Further::MultiSource,
+        ),
+        (
+            "distill",
+            "single-task, plus the PhraseBank's sentences scored by a teacher (--teacher) trained on the same data",
+            W::Equal,
+            Further::Distill,
         ),
     ] {
         v.push(MethodSpec { further, ..m(id, label, S::None, w, I::None) });
@@ -443,7 +460,125 @@ fn apply_further(
             cfg.model.init_sha256 = crate::init::resolve(&cfg.model)?;
             cfg
         }
+        Further::Distill => {
+            let sentences = need(Path::new(PHRASEBANK))?;
+            distill(c, ds, method, cfg, &sentences, log)?
+        }
     })
+}
+
+/// The teacher's folder of the run `cfg` ([`Further::Distill`]): the run's folder below
+/// `OUT/runs/<dataset>/<method>/` moved to `OUT/teachers/<dataset>/<own|pooled>/`, so every
+/// method on the same data, cell and seed shares one teacher.
+fn teacher_dir(c: &CompareConfig, ds: &DatasetSpec, method: &MethodSpec, run: &Path) -> PathBuf {
+    let runs = c.out.join("runs").join(&ds.name).join(&method.id);
+    let rest = run.strip_prefix(&runs).unwrap_or(run);
+    let data = if method.pooled { "pooled" } else { "own" };
+    c.out.join("teachers").join(&ds.name).join(data).join(rest)
+}
+
+/// [`Further::Distill`]: trains (or reuses) the teacher of the run `cfg`, writes (or reuses)
+/// its scores of `sentences` minus the run's validation and test texts, and returns `cfg`
+/// with that file added to its training data.
+fn distill(
+    c: &CompareConfig,
+    ds: &DatasetSpec,
+    method: &MethodSpec,
+    cfg: TrainConfig,
+    sentences: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainConfig> {
+    let run_dir = cfg.out.clone().ok_or_else(|| Error::Config("a run needs its folder".into()))?;
+    let dir = teacher_dir(c, ds, method, &run_dir);
+    // The teacher is the plain single-task fine-tune of its backbone on the run's data, split
+    // and seed, whatever else the method changes (so the methods can share it).
+    let mut teacher = c.base.clone();
+    teacher.model.backbone = c.teacher.clone();
+    teacher.data = cfg.data.clone();
+    teacher.task.strata = Strata::None;
+    teacher.task.weighting = WeightingSpec::Equal;
+    teacher.task.imbalance = Imbalance::default();
+    teacher.optim.seed = cfg.optim.seed;
+    teacher.out = Some(dir.clone());
+    let parent = dir.parent().unwrap_or(&dir).to_owned();
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    // Methods and shards share the teacher: the first trains it, the others wait and reuse it.
+    let _wait = run::files::lock_dir(
+        &parent,
+        Some(&mut || log(&format!("waiting for another process's teacher in {}", dir.display()))),
+    )?;
+    let fresh = !run::RunDir::new(&dir).is_finished();
+    let m = run_one(&teacher, &dir, true)?;
+    if fresh {
+        log(&format!(
+            "teacher ({}): val mse {:.4}, in {}",
+            c.teacher.display(),
+            m.val.mse,
+            dir.display()
+        ));
+    }
+    let file = dir.join("distill.jsonl");
+    if !file.exists() {
+        let n = write_teacher_scores(&teacher, &dir.join("model"), sentences, &file)?;
+        log(&format!("teacher scored {n} sentences of {}", sentences.display()));
+    }
+    let mut cfg = cfg;
+    cfg.data.train.push(file);
+    Ok(cfg)
+}
+
+/// Writes `out` (JSONL): the rows of `sentences` whose text equals (normalised) no validation or
+/// test text of `cfg`, with the scores the model in `model` predicts for them (clipped to
+/// [-1, 1]). Returns the number of rows written. The file appears whole or not at all.
+fn write_teacher_scores(
+    cfg: &TrainConfig,
+    model: &Path,
+    sentences: &Path,
+    out: &Path,
+) -> Result<usize> {
+    use arrow_array::{ArrayRef, Float32Array, RecordBatch};
+    let opts = ReadOptions::default();
+    let eval: Vec<Dataset> = [&cfg.data.val, &cfg.data.test]
+        .into_iter()
+        .flatten()
+        .map(|p| read_dataset(&[p], &opts))
+        .collect::<std::result::Result<_, _>>()?;
+    let all = read_dataset(&[sentences], &opts)?;
+    let texts = all.texts();
+    let empty: [&str; 0] = [];
+    let (val, test) = match eval.as_slice() {
+        [v, t] => (v.texts(), t.texts()),
+        [v] => (v.texts(), empty.to_vec()),
+        _ => (empty.to_vec(), empty.to_vec()),
+    };
+    let dedup = dedup_across_sets(&[SetSplits {
+        name: "sentences",
+        train: &texts,
+        val: &val,
+        test: &test,
+    }]);
+    let kept = all.take(&dedup.keep[0]);
+    let predictor = crate::predict::Predictor::load(model, cfg.optim.device.resolve()?)?;
+    let predicted = predictor.predict(&kept.texts())?;
+    let scores: Float32Array = predicted.score.iter().map(|v| Some(v.clamp(-1.0, 1.0))).collect();
+    let batch = kept.batch();
+    let score_at = batch.schema().index_of(fintune_data::schema::SCORE)?;
+    let columns: Vec<ArrayRef> = (0..batch.num_columns())
+        .map(|i| {
+            if i == score_at {
+                std::sync::Arc::new(scores.clone())
+            } else {
+                batch.column(i).clone()
+            }
+        })
+        .collect();
+    let scored = RecordBatch::try_new(batch.schema(), columns)?;
+    let tmp = out.with_extension("partial.jsonl");
+    let mut w = BatchWriter::create(&tmp, scored.schema(), &WriteOptions::default())?;
+    w.write(&scored)?;
+    w.finish()?;
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(kept.len())
 }
 
 /// How each data set is split into training, validation and test parts.
@@ -492,6 +627,8 @@ pub struct CompareConfig {
     pub run_index: Option<usize>,
     /// The command line that made the results, written into `results.md` (may be empty).
     pub command: String,
+    /// The backbone of the teacher of distillation methods ([`Further::Distill`]).
+    pub teacher: PathBuf,
     /// Keep each finished run's `model/` folder. Default: false (a MiniLM model is 87 MB, the
     /// full matrix 285 runs). A finished run's `checkpoint/` (only needed to resume) is always
     /// removed.
@@ -1061,6 +1198,7 @@ mod tests {
             shard: None,
             run_index: None,
             command: String::new(),
+            teacher: "teacher".into(),
             keep_models: false,
         }
     }

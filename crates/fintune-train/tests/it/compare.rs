@@ -31,6 +31,7 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
         shard: None,
         run_index: None,
         command: "fintune compare (test)".into(),
+        teacher: "teacher".into(),
         keep_models: false,
     }
 }
@@ -457,4 +458,84 @@ fn a_shard_waits_for_the_stage_one_run_another_process_holds() {
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(r.runs.len(), 1);
     assert!(stage1.join("phrasebank/metrics.json").exists(), "stage 1 ran once the lock was free");
+}
+
+fn scored_rows(p: &std::path::Path) -> Vec<(String, f32)> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["text"].as_str().unwrap().to_owned(), v["score"].as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+/// A distillation method trains one teacher per data, split and seed (shared by the methods
+/// that need it and reused by a second pass), scores the PhraseBank's sentences that are not
+/// validation or test texts of the run with it, and trains the student on its data plus those.
+#[test]
+fn a_distillation_method_shares_one_teacher_whose_scores_the_student_trains_on() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data_root = dir.path().join("data");
+    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
+    std::fs::create_dir_all(data_root.join("financial_phrasebank")).unwrap();
+    std::fs::copy(
+        root().join("fixtures/train.jsonl"),
+        data_root.join("fiqa2018_task1/train.jsonl"),
+    )
+    .unwrap();
+    // The "PhraseBank": the FiQA stand-in's own texts (so some are validation and test texts
+    // of the split and must be dropped) and the test fixture's.
+    let sentences =
+        renamed_rows("train.jsonl", 1000, "pb") + &renamed_rows("test.jsonl", 1000, "pt");
+    std::fs::write(data_root.join("financial_phrasebank/all.jsonl"), &sentences).unwrap();
+    let out = dir.path().join("cmp");
+    let mut c = config(&data_root, &out);
+    c.teacher = minilm();
+    let distill = compare::all_methods(&[]).into_iter().find(|m| m.id == "distill").unwrap();
+    let mut twin = distill.clone();
+    twin.id = "distill-lr".into();
+    twin.optim.lr = Some(1e-4);
+    c.methods = vec![distill, twin];
+    c.seeds = vec![1];
+    let mut lines = Vec::new();
+    let r = compare::run(&c, &mut |l| lines.push(l.to_owned())).unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.runs.len(), 2);
+    let trained = lines.iter().filter(|l| l.starts_with("teacher (")).count();
+    assert_eq!(trained, 1, "one teacher for both methods: {lines:#?}");
+    let teacher = out.join("teachers/fiqa/own/seed1");
+    let file = teacher.join("distill.jsonl");
+    let rows = scored_rows(&file);
+    let held_out: std::collections::HashSet<String> = ["val.jsonl", "test.jsonl"]
+        .iter()
+        .flat_map(|f| read_texts(&out.join("splits/fiqa").join(f)))
+        .map(|(_, t)| t)
+        .collect();
+    let all = scored_rows(&data_root.join("financial_phrasebank/all.jsonl"));
+    let expected: Vec<&String> =
+        all.iter().map(|(t, _)| t).filter(|t| !held_out.contains(*t)).collect();
+    assert!(expected.len() < all.len(), "the split's held-out texts are among the sentences");
+    assert_eq!(rows.iter().map(|(t, _)| t).collect::<Vec<_>>(), expected);
+    // The scores are the teacher's predictions.
+    let p =
+        fintune_train::predict::Predictor::load(&teacher.join("model"), tch::Device::Cpu).unwrap();
+    let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+    let predicted = p.predict(&texts).unwrap();
+    for ((t, s), q) in rows.iter().zip(&predicted.score) {
+        assert!((s - q.clamp(-1.0, 1.0)).abs() < 1e-5, "{t}: file {s}, teacher {q}");
+    }
+    // The student trained on its data and the teacher's scores.
+    let student =
+        TrainConfig::from_toml_file(&out.join("runs/fiqa/distill/seed1/config.toml")).unwrap();
+    assert_eq!(student.data.train.len(), 2);
+    assert_eq!(student.data.train[1], file);
+    assert_eq!(student.model.backbone, minilm());
+    // A second pass reuses the teacher, its scores and both runs.
+    let mut again_lines = Vec::new();
+    let again = compare::run(&c, &mut |l| again_lines.push(l.to_owned())).unwrap();
+    assert!(!again_lines.iter().any(|l| l.starts_with("teacher")), "{again_lines:#?}");
+    assert_eq!(again.runs[0].test.mse, r.runs[0].test.mse);
 }
