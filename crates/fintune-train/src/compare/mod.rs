@@ -435,26 +435,7 @@ fn apply_further(
             first.out = Some(dir.clone());
             // Shards of one matrix share stage 1: the first trains it, the others wait for it
             // (the lock of `stage1/`) and reuse it.
-            let stage1 = c.out.join("stage1");
-            std::fs::create_dir_all(&stage1).map_err(|e| Error::io(&stage1, e))?;
-            let _wait = run::files::lock_dir(
-                &stage1,
-                Some(&mut || {
-                    log(&format!(
-                        "waiting for another process to finish stage 1 in {}",
-                        dir.display()
-                    ))
-                }),
-            )?;
-            let fresh = !run::RunDir::new(&dir).is_finished();
-            let m = run_one(&first, &dir, true)?;
-            if fresh {
-                log(&format!(
-                    "stage 1 (PhraseBank regression): val mse {:.4}, in {}",
-                    m.val.mse,
-                    dir.display()
-                ));
-            }
+            shared_run(&first, &dir, "stage 1 (PhraseBank regression)", log)?;
             let mut cfg = cfg;
             cfg.model.init = Some(dir.join("model"));
             cfg.model.init_sha256 = crate::init::resolve(&cfg.model)?;
@@ -465,6 +446,27 @@ fn apply_further(
             distill(c, ds, method, cfg, &sentences, log)?
         }
     })
+}
+
+/// Trains (or reuses) a run that several methods or processes share, into `dir` with its model
+/// kept. A process finding another one holding `dir`'s parent folder waits for it, saying so
+/// once ("waiting for another process to finish {what} in ..."), then reuses its run;
+/// training logs "{what}: val mse ..., in ...".
+fn shared_run(cfg: &TrainConfig, dir: &Path, what: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir).to_owned();
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let _wait = run::files::lock_dir(
+        &parent,
+        Some(&mut || {
+            log(&format!("waiting for another process to finish {what} in {}", dir.display()))
+        }),
+    )?;
+    let fresh = !run::RunDir::new(dir).is_finished();
+    let m = run_one(cfg, dir, true)?;
+    if fresh {
+        log(&format!("{what}: val mse {:.4}, in {}", m.val.mse, dir.display()));
+    }
+    Ok(())
 }
 
 /// The teacher's folder of the run `cfg` ([`Further::Distill`]): the run's folder below
@@ -500,23 +502,8 @@ fn distill(
     teacher.task.imbalance = Imbalance::default();
     teacher.optim.seed = cfg.optim.seed;
     teacher.out = Some(dir.clone());
-    let parent = dir.parent().unwrap_or(&dir).to_owned();
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     // Methods and shards share the teacher: the first trains it, the others wait and reuse it.
-    let _wait = run::files::lock_dir(
-        &parent,
-        Some(&mut || log(&format!("waiting for another process's teacher in {}", dir.display()))),
-    )?;
-    let fresh = !run::RunDir::new(&dir).is_finished();
-    let m = run_one(&teacher, &dir, true)?;
-    if fresh {
-        log(&format!(
-            "teacher ({}): val mse {:.4}, in {}",
-            c.teacher.display(),
-            m.val.mse,
-            dir.display()
-        ));
-    }
+    shared_run(&teacher, &dir, &format!("teacher ({})", c.teacher.display()), log)?;
     let file = dir.join("distill.jsonl");
     if !file.exists() {
         let n = write_teacher_scores(&teacher, &dir.join("model"), sentences, &file)?;

@@ -36,18 +36,24 @@ fn config(data_root: &std::path::Path, out: &std::path::Path) -> CompareConfig {
     }
 }
 
-#[test]
-fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    // The fixture set stands in for FiQA under the data root's layout.
-    let data_root = dir.path().join("data");
+/// `dir/data` with the fixture training set standing in for FiQA's shared file.
+fn fiqa_data_root(dir: &std::path::Path) -> std::path::PathBuf {
+    let data_root = dir.join("data");
     std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
     std::fs::copy(
         root().join("fixtures/train.jsonl"),
         data_root.join("fiqa2018_task1/train.jsonl"),
     )
     .unwrap();
+    data_root
+}
+
+#[test]
+fn matrix_runs_shards_reuses_and_refuses_other_configurations() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture set stands in for FiQA under the data root's layout.
+    let data_root = fiqa_data_root(dir.path());
     let out = dir.path().join("cmp");
     let mut lines = Vec::new();
 
@@ -140,29 +146,22 @@ fn renamed_rows(file: &str, n: usize, prefix: &str) -> String {
         .collect()
 }
 
+fn jsonl_rows(p: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(p).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 fn read_texts(p: &std::path::Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["id"].as_str().unwrap().to_owned(), v["text"].as_str().unwrap().to_owned())
-        })
-        .collect()
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap().to_owned();
+    jsonl_rows(p).iter().map(|v| (field(v, "id"), field(v, "text"))).collect()
 }
 
 #[test]
 fn cross_validation_with_pooled_runs_pairs_cells_and_deduplicates_the_pool() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let data_root = dir.path().join("data");
-    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
+    let data_root = fiqa_data_root(dir.path());
     std::fs::create_dir_all(data_root.join("semeval2017_task5")).unwrap();
-    std::fs::copy(
-        root().join("fixtures/train.jsonl"),
-        data_root.join("fiqa2018_task1/train.jsonl"),
-    )
-    .unwrap();
     // "Headlines": 40 texts of the evaluated set itself (each is some cell's test text), so
     // the pool must drop them where they are evaluated; "microblogs": the fixture test set.
     std::fs::write(
@@ -387,13 +386,7 @@ fn compare_takes_its_shard_from_the_scheduler_and_refuses_a_bad_one() {
 fn a_seed_ensemble_method_runs_in_the_matrix_and_is_reused() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let data_root = dir.path().join("data");
-    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
-    std::fs::copy(
-        root().join("fixtures/train.jsonl"),
-        data_root.join("fiqa2018_task1/train.jsonl"),
-    )
-    .unwrap();
+    let data_root = fiqa_data_root(dir.path());
     let mut c = config(&data_root, &dir.path().join("cmp"));
     let mut ens = compare::all_methods(&[]).into_iter().find(|m| m.id == "single-ens5").unwrap();
     assert_eq!(ens.optim.ensemble, Some(5));
@@ -461,14 +454,10 @@ fn a_shard_waits_for_the_stage_one_run_another_process_holds() {
 }
 
 fn scored_rows(p: &std::path::Path) -> Vec<(String, f32)> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["text"].as_str().unwrap().to_owned(), v["score"].as_f64().unwrap() as f32)
-        })
-        .collect()
+    let row = |v: &serde_json::Value| {
+        (v["text"].as_str().unwrap().to_owned(), v["score"].as_f64().unwrap() as f32)
+    };
+    jsonl_rows(p).iter().map(row).collect()
 }
 
 /// A distillation method trains one teacher per data, split and seed (shared by the methods
@@ -478,14 +467,8 @@ fn scored_rows(p: &std::path::Path) -> Vec<(String, f32)> {
 fn a_distillation_method_shares_one_teacher_whose_scores_the_student_trains_on() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let data_root = dir.path().join("data");
-    std::fs::create_dir_all(data_root.join("fiqa2018_task1")).unwrap();
+    let data_root = fiqa_data_root(dir.path());
     std::fs::create_dir_all(data_root.join("financial_phrasebank")).unwrap();
-    std::fs::copy(
-        root().join("fixtures/train.jsonl"),
-        data_root.join("fiqa2018_task1/train.jsonl"),
-    )
-    .unwrap();
     // The "PhraseBank": the FiQA stand-in's own texts (so some are validation and test texts
     // of the split and must be dropped) and the test fixture's.
     let sentences =
