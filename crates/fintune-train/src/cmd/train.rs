@@ -448,7 +448,8 @@ pub(super) struct CompareArgs {
     /// Comma-separated: fiqa, semeval-headlines, semeval-microblogs (default: all three).
     #[arg(long, value_delimiter = ',')]
     datasets: Vec<String>,
-    /// Comma-separated method ids (default: all; see results.md for the list).
+    /// Comma-separated method ids (default `all`: every method except the pooled and the
+    /// distillation ones, which need the other sets or a teacher backbone: name those).
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Number of seeds (1..=N); with --protocol cv, per cell (default: 5 with fixed, 1 with
@@ -563,7 +564,7 @@ pub(super) fn compare(a: &CompareArgs) -> Result<ExitCode> {
     };
     let mut seeds: Vec<u64> = (1..=a.seeds.unwrap_or(default_seeds)).collect();
     if a.methods.is_empty() || a.methods == ["all"] {
-        methods.retain(|m| !m.pooled);
+        methods.retain(|m| !m.pooled && m.further != compare::Further::Distill);
     }
     if a.quick {
         datasets.retain(|d| d.name == "fiqa");

@@ -344,6 +344,24 @@ fn compare_command_line_checks_folds_and_knows_pooled_methods() {
         .clone();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("unknown method `nope`") && out.contains("single-pooled"), "{out}");
+    assert!(out.contains("distill") && out.contains("distill-pooled"), "{out}");
+    // The distillation methods run when named, and not in the default `all`.
+    let count = |methods: &[&str]| -> usize {
+        let mut args = vec!["compare", "--count-runs", "--protocol", "fixed", "--seeds", "1"];
+        args.extend(["--datasets", "fiqa", "--data-root", "fixtures"]);
+        args.extend(methods);
+        let out = fintune().args(&args).assert().success().get_output().stdout.clone();
+        String::from_utf8(out).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(count(&["--methods", "distill,distill-pooled"]), 2);
+    let ids: Vec<String> =
+        compare::all_methods(&[]).into_iter().filter(|m| !m.pooled).map(|m| m.id).collect();
+    assert!(ids.iter().any(|m| m == "distill"));
+    let others: Vec<&str> = ids.iter().map(String::as_str).filter(|m| *m != "distill").collect();
+    let listed = others.join(",");
+    let all = count(&[]);
+    assert_eq!(count(&["--methods", "all"]), all);
+    assert_eq!(all, count(&["--methods", &listed]), "the default is every method but distill");
 }
 
 #[test]
