@@ -212,7 +212,7 @@ impl Checkpoint {
         let end = 8 + shard.header_len + info.data_offsets.1;
         let bytes = &shard.map[start..end];
         tch::no_grad(|| -> Result<()> {
-            if bytes.as_ptr() as usize % kind.elt_size_in_bytes() == 0 {
+            if (bytes.as_ptr() as usize).is_multiple_of(kind.elt_size_in_bytes()) {
                 // SAFETY: `bytes` is a live, read-only mapping holding exactly `numel * elt_size`
                 // bytes (validated by `read_metadata`) and is aligned for `kind`; the borrowed
                 // tensor is only read by `copy_` and dropped before this function returns.

@@ -89,7 +89,7 @@ pub fn undo_llama_cpp_permute_rows(
 }
 
 fn permute(w: &[f32], rows: usize, cols: usize, n_head: usize, undo: bool) -> Result<Vec<f32>> {
-    if n_head == 0 || rows % (2 * n_head) != 0 || w.len() != rows * cols {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || w.len() != rows * cols {
         return Err(Error::Invalid(format!(
             "cannot permute a [{rows}, {cols}] matrix ({} values) over {n_head} heads",
             w.len()

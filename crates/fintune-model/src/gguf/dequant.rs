@@ -31,7 +31,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
     }
     let block = ty.block_size() as usize;
     let size = ty.type_size() as usize;
-    if out.len() % block != 0 || data.len() != out.len() / block * size {
+    if !out.len().is_multiple_of(block) || data.len() != out.len() / block * size {
         return Err(Error::Invalid(format!(
             "{ty}: {} bytes of data do not hold {} elements ({} bytes per {} elements)",
             data.len(),
