@@ -69,6 +69,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// Two methods of results files cannot be paired (`fintune pair`).
+    #[error("cannot pair: {0}")]
+    Pair(String),
     /// A loss became NaN or infinite; training stopped.
     #[error("non-finite loss at epoch {epoch}, step {step} (regression {loss_reg}, classification {loss_cls:?}); {kept}")]
     NonFinite {

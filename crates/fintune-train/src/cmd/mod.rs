@@ -4,11 +4,13 @@
 //! - [`train`]: `train` and `compare`, with the run overrides declared once ([`train::RunOverrides`]);
 //! - [`score`]: `eval`, `predict`, `encode`;
 //! - [`data`]: `stratify`, `data check|split|convert`, `convert gguf`;
+//! - [`pair`]: `pair`, two methods of `results.json` files paired;
 //! - [`io`]: standard input and output, the output file checks, and the cleanup on
 //!   SIGINT/SIGTERM.
 
 mod data;
 mod io;
+mod pair;
 mod ranks;
 mod score;
 mod train;
@@ -50,6 +52,9 @@ enum Command {
     Convert(data::ConvertCommand),
     /// The experiment matrix: datasets x methods x seeds, then results.md/json.
     Compare(Box<train::CompareArgs>),
+    /// Two methods of results.json files paired over their shared cells and seeds: change,
+    /// bootstrap interval, paired t and Wilcoxon p-values.
+    Pair(pair::PairArgs),
 }
 
 /// How input files are read (shared by the data-reading subcommands).
@@ -98,6 +103,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Train(a) => train::train(&a),
         Command::Compare(a) => train::compare(&a),
+        Command::Pair(a) => pair::run(&a),
         Command::Eval(a) => score::eval(&a),
         Command::Predict(a) => score::predict(&a),
         Command::Encode(a) => score::encode(&a),

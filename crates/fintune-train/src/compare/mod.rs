@@ -41,6 +41,7 @@ use crate::config::{Imbalance, Strata, TrainConfig};
 use crate::metrics::MetricReport;
 
 pub mod folds;
+pub mod pair;
 mod results;
 
 pub use folds::CvSpec;
@@ -492,6 +493,14 @@ fn distill(
 ) -> Result<TrainConfig> {
     let run_dir = cfg.out.clone().ok_or_else(|| Error::Config("a run needs its folder".into()))?;
     let dir = teacher_dir(c, ds, method, &run_dir);
+    let file = dir.join("distill.jsonl");
+    if run::RunDir::new(&run_dir).is_finished() {
+        // A finished student needs nothing more of its teacher: its folder may have been
+        // restored from committed results (`metrics.json`, `config.toml`) without the teacher.
+        let mut cfg = cfg;
+        cfg.data.train.push(file);
+        return Ok(cfg);
+    }
     // The teacher is the plain single-task fine-tune of its backbone on the run's data, split
     // and seed, whatever else the method changes (so the methods can share it).
     let mut teacher = c.base.clone();
@@ -504,7 +513,6 @@ fn distill(
     teacher.out = Some(dir.clone());
     // Methods and shards share the teacher: the first trains it, the others wait and reuse it.
     shared_run(&teacher, &dir, &format!("teacher ({})", c.teacher.display()), log)?;
-    let file = dir.join("distill.jsonl");
     if !file.exists() {
         let n = write_teacher_scores(&teacher, &dir.join("model"), sentences, &file)?;
         log(&format!("teacher scored {n} sentences of {}", sentences.display()));

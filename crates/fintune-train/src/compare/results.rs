@@ -30,7 +30,7 @@ pub struct MeanStd {
     pub n: usize,
 }
 
-fn mean_std(v: &[f64]) -> MeanStd {
+pub(super) fn mean_std(v: &[f64]) -> MeanStd {
     let n = v.len();
     let mean = v.iter().sum::<f64>() / n.max(1) as f64;
     let std = if n > 1 {
@@ -149,6 +149,19 @@ impl Reported {
         Reported::AccPolarity,
         Reported::Mae,
     ];
+
+    /// Its name in `results.json` (`mse`, `mse_extreme`, `r2`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Reported::Mse => "mse",
+            Reported::MseExtreme => "mse_extreme",
+            Reported::R2 => "r2",
+            Reported::Pearson => "pearson",
+            Reported::Cosine => "cosine",
+            Reported::AccPolarity => "acc_polarity",
+            Reported::Mae => "mae",
+        }
+    }
 
     /// Whether lower values are better.
     pub fn lower_is_better(self) -> bool {

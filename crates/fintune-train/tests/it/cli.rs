@@ -351,3 +351,80 @@ fn sharded_predict_by_row_group_equals_the_whole_predict() {
         .success();
     assert_eq!(scores_of(&both).len(), want.len() + 40);
 }
+
+/// `fintune pair FILE#METHOD FILE#METHOD --json`, parsed.
+fn pair_json(base: &str, other: &str) -> serde_json::Value {
+    let out = fintune()
+        .args(["pair", base, other, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn pair_reproduces_the_committed_scipy_pairings_matching_runs_by_cell() {
+    let single = "docs/results/mpnet-fiqa-cv/results.json#single";
+    let seq = "docs/results/mpnet-fiqa-cv/seqfpb/results.json#seq-fpb";
+    let v = pair_json(single, seq);
+    assert_eq!(v["dataset"], "fiqa");
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 10);
+    let mse = &v["metrics"][0];
+    assert_eq!(mse["metric"], "mse");
+    assert_eq!(mse["n"], 10);
+    // As docs/results/mpnet-fiqa-cv/README.md reports them (scipy's ttest_rel and wilcoxon,
+    // rounded there): +1.2%, p = 0.80 / 0.92, lower in 5 of 10.
+    let f = |x: &serde_json::Value| x.as_f64().unwrap();
+    assert!((f(&mse["change"]["estimate"]) - 0.012).abs() < 0.0006, "{mse}");
+    assert!((f(&mse["t"]["p_value"]) - 0.80).abs() < 0.005, "{mse}");
+    assert!((f(&mse["wilcoxon"]["p_value"]) - 0.92).abs() < 0.005, "{mse}");
+    assert_eq!(mse["better_in"], 5);
+    // And the ensemble: -7.3%, p = 0.0048 / 0.0020, lower in 10 of 10.
+    let e = pair_json(single, "docs/results/mpnet-fiqa-cv/ens5/results.json#single-ens5");
+    let m = &e["metrics"][0];
+    assert!((f(&m["change"]["estimate"]) + 0.073).abs() < 0.0006, "{m}");
+    assert!((f(&m["t"]["p_value"]) - 0.0048).abs() < 0.00005, "{m}");
+    assert!((f(&m["wilcoxon"]["p_value"]) - 0.0020).abs() < 0.00005, "{m}");
+    assert_eq!(m["better_in"], 10);
+    // Runs are matched by cell and seed, not by their order in the file.
+    let dir = tempfile::tempdir().unwrap();
+    let mut r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/results/mpnet-fiqa-cv/seqfpb/results.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    r["runs"].as_array_mut().unwrap().reverse();
+    let reversed = dir.path().join("results.json");
+    std::fs::write(&reversed, serde_json::to_string(&r).unwrap()).unwrap();
+    let again = pair_json(single, &format!("{}#seq-fpb", reversed.display()));
+    assert_eq!(again["metrics"], v["metrics"]);
+    // The table names both sides.
+    fintune()
+        .args(["pair", single, seq])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("| mse | 10 |").and(predicate::str::contains("5 of 10")));
+}
+
+#[test]
+fn pair_refuses_what_it_cannot_pair() {
+    let single = "docs/results/mpnet-fiqa-cv/results.json#single";
+    fintune()
+        .args(["pair", single, "docs/results/mpnet-fiqa-cv/seqfpb/results.json#nope"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("has no runs of method `nope` (it has: seq-fpb)"));
+    fintune()
+        .args(["pair", single, "docs/results/mpnet-fiqa-cv/results.json"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("expected FILE#METHOD"));
+    // A fixed-split matrix and a cross-validated one have no pairs to match.
+    fintune()
+        .args(["pair", single, "docs/results/mpnet-fiqa/results.json#single"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("different protocols"));
+}

@@ -539,4 +539,13 @@ fn a_distillation_method_shares_one_teacher_whose_scores_the_student_trains_on()
     let again = compare::run(&c, &mut |l| again_lines.push(l.to_owned())).unwrap();
     assert!(!again_lines.iter().any(|l| l.starts_with("teacher")), "{again_lines:#?}");
     assert_eq!(again.runs[0].test.mse, r.runs[0].test.mse);
+    // Finished students need nothing of their teacher: restored without it (as from committed
+    // `metrics.json` and `config.toml`), they are reused and no teacher is trained.
+    std::fs::remove_dir_all(out.join("teachers")).unwrap();
+    let mut restored_lines = Vec::new();
+    let restored = compare::run(&c, &mut |l| restored_lines.push(l.to_owned())).unwrap();
+    assert!(restored.failures.is_empty(), "{:?}", restored.failures);
+    assert!(!restored_lines.iter().any(|l| l.starts_with("teacher")), "{restored_lines:#?}");
+    assert!(!out.join("teachers").exists());
+    assert_eq!(restored.runs[1].test.mse, r.runs[1].test.mse);
 }
