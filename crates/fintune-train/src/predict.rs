@@ -132,6 +132,65 @@ impl OutputBatch for PredictedBatch {
     }
 }
 
+/// Input rows with a model's scores in place of any score they had (clipped to [-1, 1]), in
+/// the labelled data schema ([`fintune_data::schema::dataset_schema`]): a file another model
+/// can train on, which is how a large model teaches a small one (`fintune predict --as-data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredRows {
+    /// The rows: `id, text, score, target, source, group`.
+    pub batch: RecordBatch,
+}
+
+/// Row `i` of `c`, or None where it is null.
+fn valid(c: &StringArray, i: usize) -> Option<&str> {
+    c.is_valid(i).then(|| c.value(i))
+}
+
+/// One row of [`ScoredRows`] as JSON (absent optional columns omitted).
+#[derive(Serialize)]
+struct ScoredRow<'a> {
+    id: &'a str,
+    text: &'a str,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+}
+
+impl OutputBatch for ScoredRows {
+    fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+        Ok(self.batch.clone().with_schema(schema)?)
+    }
+
+    fn json_rows(&self) -> Vec<serde_json::Value> {
+        use fintune_data::schema::{GROUP, ID, SCORE, SOURCE, TARGET, TEXT};
+        let b = &self.batch;
+        let text = |name| string_column(b, name).expect("ScoredRows has the dataset schema");
+        let (id, txt, target, source, group) =
+            (text(ID), text(TEXT), text(TARGET), text(SOURCE), text(GROUP));
+        let score = b
+            .column_by_name(SCORE)
+            .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
+            .expect("ScoredRows has the dataset schema");
+        (0..b.num_rows())
+            .map(|i| {
+                let row = ScoredRow {
+                    id: id.value(i),
+                    text: txt.value(i),
+                    score: score.value(i),
+                    target: valid(target, i),
+                    source: valid(source, i),
+                    group: valid(group, i),
+                };
+                serde_json::to_value(row).expect("rows serialise")
+            })
+            .collect()
+    }
+}
+
 /// A fine-tuned model loaded from a run's `model/` folder, or a seed ensemble's (the first
 /// member in `model`, the others in `members`; their predictions are averaged).
 #[derive(Debug)]
@@ -322,6 +381,29 @@ impl Predictor {
         let (ids, texts) = texts(input)?;
         let predictions = self.predict_with_targets(&texts, &batch_targets(input))?;
         Ok(PredictedBatch { ids, predictions })
+    }
+
+    /// The rows of `input` (a validated batch, labelled or not) with this model's scores in
+    /// place of any score they had, clipped to [-1, 1]: [`ScoredRows`].
+    pub fn score_rows(&self, input: &RecordBatch) -> Result<ScoredRows> {
+        let (_, texts) = texts(input)?;
+        let p = self.predict_with_targets(&texts, &batch_targets(input))?;
+        let scores: ArrayRef =
+            Arc::new(p.score.iter().map(|v| Some(v.clamp(-1.0, 1.0))).collect::<Float32Array>());
+        let schema = fintune_data::schema::dataset_schema(true);
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == fintune_data::schema::SCORE {
+                    return Ok(scores.clone());
+                }
+                input.column_by_name(f.name()).cloned().ok_or_else(|| {
+                    Error::Config(format!("input batch has no column `{}`", f.name()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScoredRows { batch: batch(schema, cols)? })
     }
 }
 

@@ -74,6 +74,11 @@ pub(super) struct PredictArgs {
     /// Format of a shard's part file (default parquet).
     #[arg(long, default_value = "parquet")]
     part_format: fintune_data::Format,
+    /// Write the input rows (id, text, target, source, group) with the model's scores, clipped
+    /// to [-1, 1], in place of any score they had, and no classes: a labelled file another
+    /// model can train on (a large model teaching a small one on texts without gold scores).
+    #[arg(long)]
+    as_data: bool,
 }
 
 #[derive(Debug, Args)]
@@ -226,12 +231,12 @@ pub(super) fn predict(a: &PredictArgs) -> Result<ExitCode> {
     let p = load_predictor(&a.model, a.device, a.batch_size)?;
     let opts = a.read.options().labelled(false).batch_size(a.batch_size * 16);
     let mut first = true;
-    let mut f = |b: &arrow_array::RecordBatch, input: &std::path::Path| -> Result<_> {
+    let mut check = |b: &arrow_array::RecordBatch, input: &std::path::Path| -> Result<()> {
         if std::mem::take(&mut first) {
             // The first batch decides (predict streams: it cannot look at the whole input).
             p.check_targets(&batch_targets(b), input, &a.read.target_col)?;
         }
-        Ok(p.predict_batch(b)?)
+        Ok(())
     };
     let (pieces, output) = match &shard {
         None => (a.input.iter().map(|i| (i.clone(), None)).collect::<Vec<_>>(), a.output.clone()),
@@ -272,7 +277,18 @@ pub(super) fn predict(a: &PredictArgs) -> Result<ExitCode> {
             (pieces, part)
         }
     };
-    let (rows, _) = stream_pieces(&pieces, &output, &opts, p.output_schema(), &mut f)?;
+    let (rows, _) = if a.as_data {
+        let schema = fintune_data::schema::dataset_schema(true);
+        stream_pieces(&pieces, &output, &opts, schema, &mut |b, input| {
+            check(b, input)?;
+            Ok(p.score_rows(b)?)
+        })?
+    } else {
+        stream_pieces(&pieces, &output, &opts, p.output_schema(), &mut |b, input| {
+            check(b, input)?;
+            Ok(p.predict_batch(b)?)
+        })?
+    };
     if output.as_os_str() != "-" {
         eprintln!("predicted {rows} rows into {}", output.display());
     }

@@ -531,7 +531,6 @@ fn write_teacher_scores(
     sentences: &Path,
     out: &Path,
 ) -> Result<usize> {
-    use arrow_array::{ArrayRef, Float32Array, RecordBatch};
     let opts = ReadOptions::default();
     let eval: Vec<Dataset> = [&cfg.data.val, &cfg.data.test]
         .into_iter()
@@ -554,20 +553,7 @@ fn write_teacher_scores(
     }]);
     let kept = all.take(&dedup.keep[0]);
     let predictor = crate::predict::Predictor::load(model, cfg.optim.device.resolve()?)?;
-    let predicted = predictor.predict(&kept.texts())?;
-    let scores: Float32Array = predicted.score.iter().map(|v| Some(v.clamp(-1.0, 1.0))).collect();
-    let batch = kept.batch();
-    let score_at = batch.schema().index_of(fintune_data::schema::SCORE)?;
-    let columns: Vec<ArrayRef> = (0..batch.num_columns())
-        .map(|i| {
-            if i == score_at {
-                std::sync::Arc::new(scores.clone())
-            } else {
-                batch.column(i).clone()
-            }
-        })
-        .collect();
-    let scored = RecordBatch::try_new(batch.schema(), columns)?;
+    let scored = predictor.score_rows(kept.batch())?.batch;
     let tmp = out.with_extension("partial.jsonl");
     let mut w = BatchWriter::create(&tmp, scored.schema(), &WriteOptions::default())?;
     w.write(&scored)?;

@@ -3,7 +3,7 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-use crate::{fixture_subset, minilm, root, shared_data};
+use crate::{fixture_subset, minilm, root, shared_data, untrained_model};
 
 fn fintune() -> Command {
     let mut c = Command::cargo_bin("fintune").unwrap();
@@ -350,6 +350,93 @@ fn sharded_predict_by_row_group_equals_the_whole_predict() {
         .assert()
         .success();
     assert_eq!(scores_of(&both).len(), want.len() + 40);
+}
+
+/// JSON lines, parsed, with null fields dropped (files write them, standard output omits them).
+fn json_lines(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    text.lines()
+        .map(|l| {
+            let mut row: serde_json::Map<_, _> = serde_json::from_str(l).unwrap();
+            row.retain(|_, v| !v.is_null());
+            row
+        })
+        .collect()
+}
+
+/// `predict --as-data` writes the input rows with the model's scores (clipped to [-1, 1]) in
+/// place of the gold ones: the same scores as a plain `predict`, every other column kept, the
+/// same rows on standard output, and a labelled file that `data check` accepts.
+#[test]
+fn predict_as_data_writes_the_input_rows_with_the_model_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"id": "a", "text": "Profits collapse at the bank", "score": 0.9, "target": "BNK"}"#,
+            "\n",
+            r#"{"id": "b", "text": "Record sales lift shares", "source": "wire"}"#,
+            "\n",
+            r#"{"id": "c", "text": "Guidance cut again", "score": -0.2, "group": "g1"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let plain = dir.path().join("plain.jsonl");
+    fintune()
+        .args(["predict", "--model"])
+        .arg(untrained_model())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&plain)
+        .assert()
+        .success();
+    let plain = json_lines(&std::fs::read_to_string(&plain).unwrap());
+    let scored = dir.path().join("scored.jsonl");
+    fintune()
+        .args(["predict", "--as-data", "--model"])
+        .arg(untrained_model())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&scored)
+        .assert()
+        .success();
+    let rows = json_lines(&std::fs::read_to_string(&scored).unwrap());
+    let given = json_lines(&std::fs::read_to_string(&input).unwrap());
+    assert_eq!(rows.len(), 3);
+    for ((row, input), plain) in rows.iter().zip(&given).zip(&plain) {
+        let want = plain["score"].as_f64().unwrap().clamp(-1.0, 1.0);
+        let got = row["score"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "{}: {got} against {want}", row["id"]);
+        let mut rest = row.clone();
+        rest.remove("score");
+        let mut want_rest = input.clone();
+        want_rest.remove("score");
+        assert_eq!(rest, want_rest, "the input's other columns, and nothing else");
+    }
+    let stdout = fintune()
+        .args(["predict", "--as-data", "--input", "-", "--model"])
+        .arg(untrained_model())
+        .write_stdin(std::fs::read_to_string(&input).unwrap())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let streamed = json_lines(&String::from_utf8(stdout).unwrap());
+    assert_eq!(streamed.len(), 3);
+    for (a, b) in streamed.iter().zip(&rows) {
+        assert_eq!(a["id"], b["id"]);
+        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-6);
+    }
+    fintune()
+        .args(["data", "check"])
+        .arg(&scored)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rows: 3"));
 }
 
 /// `fintune pair FILE#METHOD FILE#METHOD --json`, parsed.
