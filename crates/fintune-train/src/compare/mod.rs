@@ -332,11 +332,13 @@ pub fn all_methods(grid: &[f64]) -> Vec<MethodSpec> {
         "single-task, up to 15 epochs (patience 3), layer-wise lr decay 0.9",
         OptimOverrides { epochs: Some(15), patience: Some(3), layer_decay: Some(0.9), ..o },
     ));
-    v.push(single(
-        "single-ens5",
-        "single-task, seed ensemble of 5 members",
-        OptimOverrides { ensemble: Some(5), ..o },
-    ));
+    for n in [2, 5] {
+        v.push(single(
+            &format!("single-ens{n}"),
+            &format!("single-task, seed ensemble of {n} members"),
+            OptimOverrides { ensemble: Some(n), ..o },
+        ));
+    }
     for (id, lr) in [("single-lr2e-5", 2e-5), ("single-lr1e-4", 1e-4)] {
         v.push(single(
             id,
