@@ -287,6 +287,22 @@ pub fn train_ensemble(
     let run = RunDir::new(root);
     let _lock = prepare_folder(cfg, &run, opts)?;
     let n = cfg.optim.ensemble;
+    // A member kept as finished must still have its model, which the ensemble's model folder
+    // is made of: one restored from its metrics alone (say, carried across machines without
+    // its weights) fails here, before any member trains.
+    for k in 0..n {
+        let mrun = RunDir::new(&members_dir(root).join(k.to_string()));
+        if mrun.is_finished() && !mrun.model().is_dir() {
+            return Err(Error::Config(format!(
+                "member {k} in {} has finished (its metrics.json is there) but its model \
+                 folder {} is missing, and the ensemble needs it: remove {} to train that \
+                 member again",
+                mrun.root.display(),
+                mrun.model().display(),
+                mrun.root.display()
+            )));
+        }
+    }
     let mut members = Vec::with_capacity(n);
     for k in 0..n {
         let mcfg = member_config(cfg, root, k);

@@ -151,6 +151,31 @@ fn a_two_member_ensemble_averages_its_members_and_resumes_at_the_unfinished_one(
     assert_eq!(resumed.test, straight.test);
     assert_eq!(predict(&out.join("model")), e);
 
+    // A member kept as finished without its model (restored from its metrics alone) fails
+    // before anything trains, naming the member and what to remove.
+    std::fs::remove_dir_all(out.join("members/1/model")).unwrap();
+    std::fs::remove_file(out.join("metrics.json")).unwrap();
+    let kept = std::fs::metadata(out.join("members/0/metrics.json")).unwrap().modified().unwrap();
+    let mut progress = LogLines::new(std::time::Duration::from_secs(3600));
+    let err = ensemble::train_ensemble(
+        &cfg,
+        &out,
+        &RunOptions { resume: true, ..Default::default() },
+        &mut progress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("member 1") && err.contains("model folder"), "{err}");
+    assert!(err.contains(&out.join("members/1").display().to_string()), "{err}");
+    let again = std::fs::metadata(out.join("members/0/metrics.json")).unwrap().modified().unwrap();
+    assert_eq!(kept, again, "nothing was trained");
+    assert!(!out.join("metrics.json").exists());
+    let resumed = {
+        std::fs::remove_dir_all(out.join("members/1")).unwrap();
+        train(&cfg, &RunOptions { resume: true, ..Default::default() })
+    };
+    assert_eq!(resumed.test, straight.test, "member 1 retrained identically");
+
     // A manifest naming a missing member fails, naming the path.
     std::fs::remove_dir_all(out.join("model/members/1")).unwrap();
     let err = Predictor::load(&out.join("model"), tch::Device::Cpu).unwrap_err().to_string();
