@@ -11,6 +11,10 @@ at 1.0, batch 16, max length 128. Batches are shuffled and padded to their longe
 with --bucket they are length-bucketed as fintune does (pools of 50 batches sorted by length).
 
 Usage: peer_finetune.py MODEL_DIR TRAIN.jsonl VAL.jsonl [--epochs N] [--threads T] [--bucket]
+                        [--device cpu|cuda]
+
+On a GPU (`--device cuda`) each timed step ends with the loss read back (a synchronisation),
+and peak_gpu_mib is PyTorch's peak allocated memory.
 """
 import argparse
 import json
@@ -66,6 +70,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--bucket", action="store_true")
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -76,7 +81,8 @@ def main():
     # Tokenized once before training, as fintune does (and datasets.map would).
     enc_t = [tok(t, truncation=True, max_length=128) for t in xt]
     lengths = [len(e["input_ids"]) for e in enc_t]
-    model = Regressor(a.model)
+    dev = torch.device(a.device)
+    model = Regressor(a.model).to(dev)
     no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
     groups = [
         {"params": [p for n, p in model.backbone.named_parameters() if not no_decay(n)], "lr": 5e-5, "weight_decay": 0.01},
@@ -94,8 +100,8 @@ def main():
     for epoch in range(a.epochs):
         model.train()
         for idx in batches(len(xt), lengths, a.batch_size, epoch, a.seed, a.bucket):
-            enc = tok.pad([enc_t[i] for i in idx], return_tensors="pt")
-            y = torch.tensor([yt[i] for i in idx])
+            enc = tok.pad([enc_t[i] for i in idx], return_tensors="pt").to(dev)
+            y = torch.tensor([yt[i] for i in idx], device=dev)
             t0 = time.perf_counter()
             loss = torch.nn.functional.mse_loss(model(enc), y)
             opt.zero_grad(set_to_none=False)
@@ -110,13 +116,14 @@ def main():
         preds = []
         with torch.no_grad():
             for i in range(0, len(xv), 64):
-                enc = tok(xv[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+                enc = tok(xv[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt").to(dev)
                 preds += model(enc).tolist()
         val_mse = sum((p - y) ** 2 for p, y in zip(preds, yv)) / len(yv)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    gpu = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     print(json.dumps({"impl": "pytorch+transformers" + (" (bucketed)" if a.bucket else ""), "threads": torch.get_num_threads(),
                       "samples_per_s": round(samples / train_s, 2), "train_s": round(train_s, 2),
-                      "peak_rss_mib": round(rss), "val_mse": round(val_mse, 5)}))
+                      "peak_rss_mib": round(rss), "peak_gpu_mib": gpu and round(gpu), "device": str(dev), "val_mse": round(val_mse, 5)}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 //    blocks to (tensor, chunk)); accumulation in double, one atomicAdd per block.
 // 2. fintune_mean_pool_{fwd,bwd}_f32: masked mean pooling over the sequence axis, as
 //    sentence-transformers computes it (count clamped at 1e-9), and its gradient.
+// 3. fintune_adamw_f32: the AdamW update of many float32 parameters in a few launches (the
+//    same multi-tensor apply as 1; the update of kernels.rs's adamw_cpu, element by element),
+//    where the update as tensor operations launched about ten kernels per parameter: 6.5 ms of
+//    a 23 ms MiniLM step on an H200, against 2.1 ms for PyTorch's foreach AdamW.
 //
 // All entry points launch on the given stream and return a cudaError_t (0 = success).
 
@@ -100,6 +104,106 @@ extern "C" int fintune_sqnorm_f32(int device, const float* const* ptrs, const in
     return 0;
 }
 
+#define MAX_ADAMW 24
+
+struct AdamWList {
+    float* p[MAX_ADAMW];
+    const float* g[MAX_ADAMW];
+    float* m[MAX_ADAMW];
+    float* v[MAX_ADAMW];
+    int64_t size[MAX_ADAMW];
+    float decay[MAX_ADAMW];  // 1 - lr wd
+    float step[MAX_ADAMW];   // -lr / bc1
+};
+
+struct AdamWCommon {
+    float w1;   // 1 - beta1
+    float b2;   // beta2
+    float w2;   // 1 - beta2
+    float bc2;  // sqrt(1 - beta2^t)
+    float eps;
+};
+
+__global__ void adamw_kernel(AdamWList tl, BlockMap bm, AdamWCommon c) {
+    const int t = bm.tensor[blockIdx.x];
+    const int64_t start = (int64_t)bm.chunk[blockIdx.x] * CHUNK;
+    const int64_t end = min(start + (int64_t)CHUNK, tl.size[t]);
+    float* p = tl.p[t];
+    const float* g = tl.g[t];
+    float* m = tl.m[t];
+    float* v = tl.v[t];
+    const float decay = tl.decay[t], step = tl.step[t];
+    for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
+        const float gi = g[i];
+        float pi = p[i] * decay;
+        const float mi = m[i] + c.w1 * (gi - m[i]);
+        const float vi = v[i] * c.b2 + c.w2 * gi * gi;
+        pi += step * (mi / (sqrtf(vi) / c.bc2 + c.eps));
+        p[i] = pi;
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+// The launch loop is fintune_sqnorm_f32's with AdamW's lists. The two are kept apart for now:
+// the squared-norm loop was checked on the GPU before this one was written, and merging them
+// into one template waits for a device run that can check both again (docs/gpu/README.md).
+extern "C" int fintune_adamw_f32(int device, float* const* p, const float* const* g, float* const* m,
+                                 float* const* v, const int64_t* sizes, const double* lr, const double* wd,
+                                 int n, double beta1, double beta2, double eps, double bc1, double bc2_sqrt,
+                                 cudaStream_t stream) {
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return (int)err;
+    const AdamWCommon c = {(float)(1.0 - beta1), (float)beta2, (float)(1.0 - beta2), (float)bc2_sqrt,
+                           (float)eps};
+    AdamWList tl;
+    BlockMap bm;
+    int nt = 0, nb = 0;
+    for (int i = 0; i < n; ++i) {
+        if (sizes[i] <= 0) continue;
+        tl.p[nt] = p[i];
+        tl.g[nt] = g[i];
+        tl.m[nt] = m[i];
+        tl.v[nt] = v[i];
+        tl.size[nt] = sizes[i];
+        tl.decay[nt] = (float)(1.0 - lr[i] * wd[i]);
+        tl.step[nt] = (float)(-(lr[i] / bc1));
+        const int64_t chunks = (sizes[i] + CHUNK - 1) / CHUNK;
+        for (int64_t ch = 0; ch < chunks; ++ch) {
+            bm.tensor[nb] = (unsigned char)nt;
+            bm.chunk[nb] = (int)ch;
+            ++nb;
+            const bool last_chunk = ch == chunks - 1;
+            if (nb == MAX_BLOCKS || (last_chunk && nt + 1 == MAX_ADAMW)) {
+                adamw_kernel<<<nb, THREADS, 0, stream>>>(tl, bm, c);
+                err = cudaGetLastError();
+                if (err != cudaSuccess) return (int)err;
+                nb = 0;
+                if (last_chunk) {
+                    nt = -1;  // every tensor of this list is done
+                } else {
+                    // The current tensor continues in the next launch, as tensor 0.
+                    tl.p[0] = tl.p[nt];
+                    tl.g[0] = tl.g[nt];
+                    tl.m[0] = tl.m[nt];
+                    tl.v[0] = tl.v[nt];
+                    tl.size[0] = tl.size[nt];
+                    tl.decay[0] = tl.decay[nt];
+                    tl.step[0] = tl.step[nt];
+                    nt = 0;
+                }
+            }
+        }
+        ++nt;
+    }
+    if (nb > 0) {
+        adamw_kernel<<<nb, THREADS, 0, stream>>>(tl, bm, c);
+        err = cudaGetLastError();
+        if (err != cudaSuccess) return (int)err;
+    }
+    return 0;
+}
+
 // out[b, h] = sum_l mask[b, l] x[b, l, h] / max(sum_l mask[b, l], 1e-9)
 __global__ void mean_pool_fwd_kernel(const float* x, const int64_t* mask, float* out, int64_t L, int64_t H) {
     const int64_t b = blockIdx.x;
@@ -120,19 +224,29 @@ __global__ void mean_pool_fwd_kernel(const float* x, const int64_t* mask, float*
 }
 
 // grad_x[b, l, h] = mask[b, l] grad_out[b, h] / max(sum_l mask[b, l], 1e-9)
+// One block per (l, b) with its threads along h, so a batch of B rows fills B x L blocks (one
+// block per row left most of an H200's 132 multiprocessors idle and was slower than libtorch's
+// broadcast; measured on the device). Each block sums its row's mask with a block reduction.
 __global__ void mean_pool_bwd_kernel(const float* g, const int64_t* mask, float* gx, int64_t L, int64_t H) {
-    const int64_t b = blockIdx.x;
+    const int64_t l = blockIdx.x;
+    const int64_t b = blockIdx.y;
+    double c = 0.0;
+    for (int64_t i = threadIdx.x; i < L; i += blockDim.x) c += (double)mask[b * L + i];
+    __shared__ double partial[THREADS / 32];
     __shared__ float count;
-    if (threadIdx.x == 0) {
-        float c = 0.f;
-        for (int64_t l = 0; l < L; ++l) c += (float)mask[b * L + l];
-        count = fmaxf(c, 1e-9f);
+    c = warp_sum(c);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = c;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double v = threadIdx.x < (THREADS / 32) ? partial[threadIdx.x] : 0.0;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) count = fmaxf((float)v, 1e-9f);
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < L * H; i += blockDim.x) {
-        const int64_t l = i / H, h = i % H;
-        gx[(b * L + l) * H + h] = (float)mask[b * L + l] * g[b * H + h] / count;
-    }
+    const float m = (float)mask[b * L + l];
+    float* out = gx + (b * L + l) * H;
+    const float* gb = g + b * H;
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out[h] = m * gb[h] / count;
 }
 
 extern "C" int fintune_mean_pool_fwd_f32(int device, const float* x, const int64_t* mask, float* out, int64_t B,
@@ -150,6 +264,8 @@ extern "C" int fintune_mean_pool_bwd_f32(int device, const float* g, const int64
     if (B == 0 || L == 0 || H == 0) return 0;
     cudaError_t err = cudaSetDevice(device);
     if (err != cudaSuccess) return (int)err;
-    mean_pool_bwd_kernel<<<(unsigned)B, THREADS, 0, stream>>>(g, mask, gx, L, H);
+    if (B > 65535) return (int)cudaErrorInvalidConfiguration;
+    dim3 grid((unsigned)L, (unsigned)B);
+    mean_pool_bwd_kernel<<<grid, THREADS, 0, stream>>>(g, mask, gx, L, H);
     return (int)cudaGetLastError();
 }

@@ -232,7 +232,9 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
     // against sane bounds) before any tensor is created.
     let ckpt = Checkpoint::open_dir(dir)?;
     let base = VarStore::new(opts.device);
-    let adapters = VarStore::new(opts.device);
+    // LoRA adapters are initialised on the CPU and then moved, so a run draws the same initial
+    // adapters on every device (a GPU's generator differs from the CPU's).
+    let adapters = VarStore::new(Device::Cpu);
     let lora = opts.lora.as_ref().map(|l| (adapters.root(), l));
     let b = Builder::new(base.root(), lora);
     let (net, prefix): (Box<dyn Backbone>, &str) = match model_type.as_str() {
@@ -259,6 +261,8 @@ pub fn load_backbone(dir: &Path, opts: &LoadOptions) -> Result<LoadedBackbone> {
         }
         _ => unreachable!("model_type was checked against SUPPORTED above"),
     };
+    let mut adapters = adapters;
+    adapters.set_device(opts.device);
     let mut base = base;
     if opts.kind != Kind::Float {
         base.set_kind(opts.kind);

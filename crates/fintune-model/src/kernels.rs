@@ -52,6 +52,23 @@ mod ffi {
             h: i64,
             stream: *mut c_void,
         ) -> i32;
+        pub fn fintune_adamw_f32(
+            device: i32,
+            p: *const *mut f32,
+            g: *const *const f32,
+            m: *const *mut f32,
+            v: *const *mut f32,
+            sizes: *const i64,
+            lr: *const f64,
+            wd: *const f64,
+            n: i32,
+            beta1: f64,
+            beta2: f64,
+            eps: f64,
+            bc1: f64,
+            bc2_sqrt: f64,
+            stream: *mut c_void,
+        ) -> i32;
     }
 }
 
@@ -295,6 +312,10 @@ fn mean_pool_kernel(x: &Tensor, mask: &Tensor, _b: i64, _l: i64, _h: i64) -> Res
 
 #[cfg(feature = "cuda")]
 fn mean_pool_backward_kernel(g: &Tensor, mask: &Tensor, b: i64, l: i64, h: i64) -> Result<Tensor> {
+    // The launch grid is (l, b): CUDA allows at most 65535 blocks along y.
+    if b > 65_535 {
+        return Ok(mean_pool_backward_fallback(g, mask));
+    }
     let g = g.contiguous();
     let mask = mask.to_kind(Kind::Int64).to_device(g.device()).contiguous();
     let gx = Tensor::empty([b, l, h], (Kind::Float, g.device()));
@@ -325,6 +346,102 @@ fn mean_pool_backward_kernel(
     _h: i64,
 ) -> Result<Tensor> {
     Ok(mean_pool_backward_fallback(g, mask))
+}
+
+/// One parameter of a fused CUDA AdamW update ([`adamw_cuda`]): the parameter, its gradient,
+/// its two moment estimates and its own learning rate and weight decay.
+#[derive(Debug)]
+pub struct AdamWTensors<'a> {
+    /// The parameter, updated in place.
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// First moment, updated in place.
+    pub m: &'a Tensor,
+    /// Second moment, updated in place.
+    pub v: &'a Tensor,
+    /// Learning rate of this step for this parameter.
+    pub lr: f64,
+    /// Its decoupled weight decay (0 for parameters that do not decay).
+    pub wd: f64,
+}
+
+/// Whether [`adamw_cuda`] takes these tensors: the kernels are enabled for the parameter's
+/// CUDA device, and the four tensors are contiguous float32 of one size on that device, in
+/// four distinct buffers (or empty).
+pub fn adamw_cuda_accepts(t: &AdamWTensors<'_>) -> bool {
+    let device = t.param.device();
+    let n = t.param.numel();
+    let ok = |x: &Tensor| {
+        x.device() == device && x.kind() == Kind::Float && x.is_contiguous() && x.numel() == n
+    };
+    let ptrs = [t.param.data_ptr(), t.grad.data_ptr(), t.m.data_ptr(), t.v.data_ptr()];
+    // Empty tensors have no buffers (null pointers); the kernel skips them.
+    let distinct = n == 0 || (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]));
+    enabled_for(device) && [t.param, t.grad, t.m, t.v].into_iter().all(ok) && distinct
+}
+
+/// The AdamW update of many float32 CUDA parameters in a few kernel launches (the update of
+/// [`adamw_cpu`], element by element, with each parameter's own `lr` and `wd`; `h`'s `lr` and
+/// `wd` are ignored). Every entry must pass [`adamw_cuda_accepts`] and all must be on one
+/// device; an error otherwise, before anything is touched.
+pub fn adamw_cuda(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
+    let Some(first) = tensors.first() else { return Ok(()) };
+    let device = first.param.device();
+    if let Some(bad) = tensors.iter().find(|t| !adamw_cuda_accepts(t) || t.param.device() != device)
+    {
+        return Err(Error::Invalid(format!(
+            "adamw_cuda: a parameter of shape {:?} on {:?} is not a contiguous float32 CUDA \
+             tensor with moments and gradient alike on {device:?}",
+            bad.param.size(),
+            bad.param.device()
+        )));
+    }
+    adamw_cuda_launch(tensors, h)
+}
+
+#[cfg(feature = "cuda")]
+fn adamw_cuda_launch(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
+    let device = tensors[0].param.device();
+    let p: Vec<*mut f32> = tensors.iter().map(|t| t.param.data_ptr().cast::<f32>()).collect();
+    let g: Vec<*const f32> =
+        tensors.iter().map(|t| t.grad.data_ptr().cast::<f32>().cast_const()).collect();
+    let m: Vec<*mut f32> = tensors.iter().map(|t| t.m.data_ptr().cast::<f32>()).collect();
+    let v: Vec<*mut f32> = tensors.iter().map(|t| t.v.data_ptr().cast::<f32>()).collect();
+    let sizes: Vec<i64> = tensors.iter().map(|t| t.param.numel() as i64).collect();
+    let lr: Vec<f64> = tensors.iter().map(|t| t.lr).collect();
+    let wd: Vec<f64> = tensors.iter().map(|t| t.wd).collect();
+    let n = i32::try_from(tensors.len())
+        .map_err(|_| Error::Invalid("adamw_cuda: too many tensors".into()))?;
+    // SAFETY: every pointer addresses `size` contiguous float32 elements on one CUDA device
+    // (checked by adamw_cuda_accepts), the four buffers of a parameter are distinct, and the
+    // tensors outlive the launch, which runs on the legacy default stream libtorch uses.
+    let code = unsafe {
+        ffi::fintune_adamw_f32(
+            cuda_index(device),
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            sizes.as_ptr(),
+            lr.as_ptr(),
+            wd.as_ptr(),
+            n,
+            h.beta1,
+            h.beta2,
+            h.eps,
+            h.bc1,
+            h.bc2_sqrt,
+            std::ptr::null_mut(),
+        )
+    };
+    check(code, "fintune_adamw_f32")
+}
+
+#[cfg(not(feature = "cuda"))]
+fn adamw_cuda_launch(_tensors: &[AdamWTensors<'_>], _h: AdamWScalars) -> Result<()> {
+    // adamw_cuda_accepts is false without the kernels, so nothing reaches this.
+    Err(Error::Invalid("adamw_cuda: built without the `cuda` feature".into()))
 }
 
 /// The scalars of one AdamW update of one parameter (PyTorch's names).

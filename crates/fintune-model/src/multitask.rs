@@ -298,19 +298,28 @@ impl MultiTaskModel {
                 }
             }
         }
-        let heads_vs = VarStore::new(device);
-        let root = heads_vs.root();
-        let regression = RegressionHead::new(&root / "regression", info.hidden_size, &spec.heads);
-        let classification = spec.heads.num_classes.map(|k| {
-            ClassificationHead::new(&root / "classification", info.hidden_size, k, &spec.heads)
-        });
-        // Built after the two heads above, so their initialisation draws stay today's.
-        let extra = spec
-            .heads
-            .extra
-            .iter()
-            .map(|h| Head::new(&root / "extra" / h.name.as_str(), info.hidden_size, h, &spec.heads))
-            .collect();
+        // The heads are initialised on the CPU and then moved, so a run draws the same initial
+        // heads on every device (a GPU's generator differs from the CPU's).
+        let mut heads_vs = VarStore::new(Device::Cpu);
+        let (regression, classification, extra) = {
+            let root = heads_vs.root();
+            let regression =
+                RegressionHead::new(&root / "regression", info.hidden_size, &spec.heads);
+            let classification = spec.heads.num_classes.map(|k| {
+                ClassificationHead::new(&root / "classification", info.hidden_size, k, &spec.heads)
+            });
+            // Built after the two heads above, so their initialisation draws stay today's.
+            let extra: Vec<Head> = spec
+                .heads
+                .extra
+                .iter()
+                .map(|h| {
+                    Head::new(&root / "extra" / h.name.as_str(), info.hidden_size, h, &spec.heads)
+                })
+                .collect();
+            (regression, classification, extra)
+        };
+        heads_vs.set_device(device);
         let pooling = spec.pooling.unwrap_or(info.default_pooling);
         Ok(MultiTaskModel {
             backbone,

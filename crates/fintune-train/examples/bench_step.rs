@@ -51,8 +51,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let y = Tensor::rand([b], (Kind::Float, device)) * 2.0 - 1.0;
     let c = Tensor::randint(5, [b], (Kind::Int64, device));
     let mut times = Vec::new();
+    // FINTUNE_BENCH_PHASES=1 on a GPU: the device is synchronised after each phase (forward
+    // with the losses, backward, clipping, optimiser), whose medians are printed too.
+    let phases = std::env::var_os("FINTUNE_BENCH_PHASES").is_some() && device.is_cuda();
+    let mut phase_times: [Vec<f64>; 4] = Default::default();
+    let mut mark = |i: usize, since: &mut Instant, s: usize| {
+        if phases {
+            tch::Cuda::synchronize(0);
+            if s > 0 {
+                phase_times[i].push(since.elapsed().as_secs_f64() * 1e3);
+            }
+            *since = Instant::now();
+        }
+    };
     for s in 0..steps + 1 {
         let t = Instant::now();
+        let mut since = t;
         opt.zero_grad();
         // The trainer's path: backbone, heads on a detached copy of the pooled representation,
         // then one backward pass through the backbone (recomputing the layers when
@@ -62,10 +76,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (score, logits) = model.forward_heads(&z, true);
         let loss = score.mse_loss(&y, Reduction::Mean)
             + logits.as_ref().expect("classes").cross_entropy_for_logits(&c);
+        mark(0, &mut since, s);
         loss.backward();
         model.backward_backbone(&pooled, &z.grad());
+        mark(1, &mut since, s);
         opt.clip_grad_norm(1.0);
+        mark(2, &mut since, s);
         opt.step(sched.factor(s as u64));
+        mark(3, &mut since, s);
         let _ = loss.double_value(&[]);
         if s > 0 {
             times.push(t.elapsed().as_secs_f64());
@@ -73,6 +91,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
+    if phases {
+        let m = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [f, b, c, o] = &mut phase_times;
+        println!(
+            "{{\"phases_ms\": {{\"forward\": {:.3}, \"backward\": {:.3}, \"clip\": {:.3}, \"optimizer\": {:.3}}}}}",
+            m(f),
+            m(b),
+            m(c),
+            m(o)
+        );
+    }
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -82,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .map_or(f64::NAN, |k| k / 1024.0);
     println!(
-        "{{\"backbone\": \"{dir}\", \"tuning\": \"{tuning}\", \"device\": \"{device:?}\", \"threads\": {}, \"batch\": {b}, \"seq\": {l}, \"trainable_params\": {trainable}, \"load_s\": {load_s:.2}, \"seconds_per_step\": {med:.3}, \"samples_per_s\": {:.1}, \"peak_rss_mib\": {rss:.0}}}",
+        "{{\"backbone\": \"{dir}\", \"tuning\": \"{tuning}\", \"device\": \"{device:?}\", \"threads\": {}, \"batch\": {b}, \"seq\": {l}, \"trainable_params\": {trainable}, \"load_s\": {load_s:.2}, \"seconds_per_step\": {med:.5}, \"samples_per_s\": {:.1}, \"peak_rss_mib\": {rss:.0}}}",
         tch::get_num_threads(),
         b as f64 / med
     );

@@ -5,7 +5,9 @@
 //! estimates, which exact `--resume` needs, so AdamW is written here on tensors: the update is
 //! PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments).
 
-use fintune_model::kernels::{adamw_cpu, AdamWScalars};
+use fintune_model::kernels::{
+    adamw_cpu, adamw_cuda, adamw_cuda_accepts, AdamWScalars, AdamWTensors,
+};
 use fintune_model::weights::Checkpoint;
 use fintune_model::{Depth, Param, Part};
 use serde::{Deserialize, Serialize};
@@ -82,6 +84,18 @@ struct Slot {
     lr_scale: f64,
     m: Tensor,
     v: Tensor,
+}
+
+/// `torch.optim.AdamW`'s single-tensor update as tensor operations (on any device and kind).
+fn tensor_update(mut p: Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, h: AdamWScalars) {
+    if h.wd > 0.0 {
+        let _ = p.g_mul_scalar_(1.0 - h.lr * h.wd);
+    }
+    let _ = m.lerp_(g, 1.0 - h.beta1);
+    let _ = v.g_mul_scalar_(h.beta2);
+    let _ = v.addcmul_(&(g * (1.0 - h.beta2)), g);
+    let denom = v.sqrt() / h.bc2_sqrt + h.eps;
+    let _ = p.addcdiv_(&(&*m * (-h.lr / h.bc1)), &denom);
 }
 
 /// AdamW over a model's trainable parameters.
@@ -179,7 +193,10 @@ impl AdamW {
         let bc1 = 1.0 - beta1.powf(t);
         let bc2_sqrt = (1.0 - beta2.powf(t)).sqrt();
         tch::no_grad(|| {
-            for s in &mut self.slots {
+            // Float32 CUDA parameters are updated together by the fused multi-tensor kernel
+            // (a few launches instead of about ten per parameter): slot, gradient, lr, wd.
+            let mut fused: Vec<(usize, Tensor, f64, f64)> = Vec::new();
+            for (i, s) in self.slots.iter_mut().enumerate() {
                 let g = s.param.grad();
                 if !g.defined() {
                     continue;
@@ -192,26 +209,46 @@ impl AdamW {
                 };
                 // `lr_scale` is exactly 1 without layer decay: the same rate, bit for bit.
                 let lr = rates.lr * s.lr_scale * lr_factor;
-                let mut p = match &s.master {
+                let wd = if s.decay { rates.weight_decay } else { 0.0 };
+                if s.master.is_none() {
+                    let t = AdamWTensors { param: &s.param, grad: &g, m: &s.m, v: &s.v, lr, wd };
+                    if adamw_cuda_accepts(&t) {
+                        fused.push((i, g, lr, wd));
+                        continue;
+                    }
+                }
+                let p = match &s.master {
                     Some(m) => m.shallow_clone(),
                     None => s.param.shallow_clone(),
                 };
-                let wd = if s.decay { rates.weight_decay } else { 0.0 };
                 let h = AdamWScalars { lr, wd, beta1, beta2, eps, bc1, bc2_sqrt };
                 // One fused pass on CPU; eight tensor operations elsewhere.
                 if s.master.is_none() && adamw_cpu(&p, &g, &s.m, &s.v, h) {
                     continue;
                 }
-                if s.decay && rates.weight_decay > 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * rates.weight_decay);
+                tensor_update(p, &g, &mut s.m, &mut s.v, h);
+                if let Some(master) = &s.master {
+                    s.param.copy_(master);
                 }
-                let _ = s.m.lerp_(&g, 1.0 - beta1);
-                let _ = s.v.g_mul_scalar_(beta2);
-                let _ = s.v.addcmul_(&(&g * (1.0 - beta2)), &g);
-                let denom = s.v.sqrt() / bc2_sqrt + eps;
-                let _ = p.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
-                if s.master.is_some() {
-                    s.param.copy_(&p);
+            }
+            if fused.is_empty() {
+                return;
+            }
+            let h = AdamWScalars { lr: 0.0, wd: 0.0, beta1, beta2, eps, bc1, bc2_sqrt };
+            let tensors: Vec<AdamWTensors<'_>> = fused
+                .iter()
+                .map(|(i, g, lr, wd)| {
+                    let s = &self.slots[*i];
+                    AdamWTensors { param: &s.param, grad: g, m: &s.m, v: &s.v, lr: *lr, wd: *wd }
+                })
+                .collect();
+            if adamw_cuda(&tensors, h).is_err() {
+                // A failed launch touched nothing: the same update as tensor operations.
+                drop(tensors);
+                for (i, g, lr, wd) in fused {
+                    let s = &mut self.slots[i];
+                    let h = AdamWScalars { lr, wd, ..h };
+                    tensor_update(s.param.shallow_clone(), &g, &mut s.m, &mut s.v, h);
                 }
             }
         });
