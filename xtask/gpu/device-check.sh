@@ -4,7 +4,7 @@
 # the folder CARRY, on random weights with the real checkpoints' layouts (throughput, memory
 # and CPU/GPU agreement do not depend on the values). See docs/gpu/README.md.
 #
-# Usage: [SECTIONS="1 2 3 4 5 6"] xtask/gpu/device-check.sh CARRY OUT
+# Usage: [SECTIONS="1 2 3 4 5 6"] [STEP_ROWS=...] [PHASE_ROWS=...] xtask/gpu/device-check.sh CARRY OUT
 #   CARRY: bin/*.xz, models/{minilm,mpnet}/ (config, tokenizer, layout.json),
 #          models/smollm2/config.json, data/*.jsonl
 #   OUT:   report.md (the measurements), log.txt, steps.json (one line per step benchmark),
@@ -157,14 +157,12 @@ r = f"{fs / ps:.2f}x" if fs and ps else "n/a"
 print(f"| {m} | {tu} | {b} x {l} | {pr} | {fs} | {ps} | {r} | {fp} | {pp} / {p.get('peak_allocated_mib')} |")
 EOF
 }
-step minilm full 32 128 f32
-step minilm full 32 128 bf16
-step mpnet full 32 128 f32
-step mpnet full 32 128 bf16
-step smollm2 lora:8 16 64 f32
-step smollm2 lora:8 16 64 bf16
-step smollm2 full 16 64 f32
-step smollm2 full 16 64 bf16
+# STEP_ROWS="mpnet/full/32/128/bf16 ..." measures only those rows (default: all eight).
+for r in ${STEP_ROWS:-minilm/full/32/128/f32 minilm/full/32/128/bf16 mpnet/full/32/128/f32 mpnet/full/32/128/bf16 \
+    smollm2/lora:8/16/64/f32 smollm2/lora:8/16/64/bf16 smollm2/full/16/64/f32 smollm2/full/16/64/bf16}; do
+  IFS=/ read -r m tu b l pr <<< "$r"
+  step "$m" "$tu" "$b" "$l" "$pr"
+done
 rep ""
 fi
 
@@ -209,15 +207,17 @@ fi
 if want 6; then
 rep "## 6. Where a step's time goes (the device synchronised after each phase; medians, ms)"
 rep ""
-rep "| backbone | batch x seq | implementation | forward + losses | backward | clipping | optimiser |"
-rep "|---|---|---|---|---|---|---|"
-for m in minilm mpnet; do
-  say "phases $m"
-  FINTUNE_BENCH_PHASES=1 timeout 240 "$W/bin/bench_step" "$W/models/$m" full 32 128 20 cuda > "$W/s.out" 2>&1
-  timeout 240 python3 "$ROOT/xtask/python/peer_step.py" "$W/models/$m" full 32 128 20 --device cuda --phases > "$W/p.out" 2>&1
+rep "| backbone | batch x seq | precision | implementation | forward + losses | backward | clipping | optimiser |"
+rep "|---|---|---|---|---|---|---|---|"
+# PHASE_ROWS="mpnet:bf16" measures only those rows.
+for mp in ${PHASE_ROWS:-minilm:f32 mpnet:f32 mpnet:bf16}; do
+  m=${mp%:*}; pr=${mp#*:}; flag=""; [ "$pr" = bf16 ] && flag=--bf16
+  say "phases $m $pr"
+  FINTUNE_PRECISION=$pr FINTUNE_BENCH_PHASES=1 timeout 240 "$W/bin/bench_step" "$W/models/$m" full 32 128 20 cuda > "$W/s.out" 2>&1
+  timeout 240 python3 "$ROOT/xtask/python/peer_step.py" "$W/models/$m" full 32 128 20 --device cuda --phases $flag > "$W/p.out" 2>&1
   for f in s p; do
     j=$(grep '^{"phases_ms"' "$W/$f.out" | tail -1); [ -n "$j" ] || tail -5 "$W/$f.out"
-    python3 -c 'import json, sys; p = json.loads(sys.argv[3] or "{}").get("phases_ms", {}); print(f"| {sys.argv[1]} | 32 x 128 | {sys.argv[2]} | " + " | ".join(str(p.get(k)) for k in ["forward", "backward", "clip", "optimizer"]) + " |")' "$m" "$([ $f = s ] && echo fintune || echo PyTorch)" "$j" >> "$REPORT"
+    python3 -c 'import json, sys; p = json.loads(sys.argv[4] or "{}").get("phases_ms", {}); print(f"| {sys.argv[1]} | 32 x 128 | {sys.argv[2]} | {sys.argv[3]} | " + " | ".join(str(p.get(k)) for k in ["forward", "backward", "clip", "optimizer"]) + " |")' "$m" "$pr" "$([ $f = s ] && echo fintune || echo PyTorch)" "$j" >> "$REPORT"
   done
 done
 rep ""
@@ -226,6 +226,6 @@ fi
 say "done"
 cp "$W/t1" "$OUT/tests-model.txt" 2>/dev/null; cat "$W/t2" >> "$OUT/tests-model.txt" 2>/dev/null
 # At most 8 files come back: the runs' metrics travel as one archive.
-(cd "$W/runs" && tar czf "$OUT/metrics.tar.gz" */metrics.json */config.toml 2>/dev/null)
+[ -d "$W/runs" ] && (cd "$W/runs" && tar czf "$OUT/metrics.tar.gz" */metrics.json */config.toml 2>/dev/null)
 rep "Total $(( $(date +%s) - T0 )) s on the device."
 cat "$REPORT"

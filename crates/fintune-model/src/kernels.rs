@@ -24,9 +24,10 @@ mod ffi {
     use std::ffi::c_void;
 
     extern "C" {
-        pub fn fintune_sqnorm_f32(
+        pub fn fintune_sqnorm(
             device: i32,
-            ptrs: *const *const f32,
+            ptrs: *const *const c_void,
+            bf16: *const u8,
             sizes: *const i64,
             n: i32,
             out: *mut f64,
@@ -52,12 +53,14 @@ mod ffi {
             h: i64,
             stream: *mut c_void,
         ) -> i32;
-        pub fn fintune_adamw_f32(
+        pub fn fintune_adamw(
             device: i32,
             p: *const *mut f32,
-            g: *const *const f32,
+            g: *const *const c_void,
+            g_bf16: *const u8,
             m: *const *mut f32,
             v: *const *mut f32,
+            copy: *const *mut u16,
             sizes: *const i64,
             lr: *const f64,
             wd: *const f64,
@@ -98,14 +101,17 @@ fn check(code: i32, what: &str) -> Result<()> {
     }
 }
 
-/// Squared L2 norm of each tensor, as a `[n]` float64 tensor on the tensors' device.
+/// Squared L2 norm of each tensor, as a `[n]` float64 tensor on the tensors' device (float32
+/// and bfloat16 CUDA tensors by the fused kernel; squares and sums exact to float64 rounding).
 pub fn squared_norms(tensors: &[Tensor]) -> Result<Tensor> {
     let Some(first) = tensors.first() else {
         return Ok(Tensor::zeros([0], (Kind::Double, Device::Cpu)));
     };
     let device = first.device();
     if enabled_for(device)
-        && tensors.iter().all(|t| t.kind() == Kind::Float && t.device() == device)
+        && tensors
+            .iter()
+            .all(|t| matches!(t.kind(), Kind::Float | Kind::BFloat16) && t.device() == device)
     {
         return squared_norms_kernel(tensors);
     }
@@ -114,12 +120,16 @@ pub fn squared_norms(tensors: &[Tensor]) -> Result<Tensor> {
 
 /// The libtorch form of [`squared_norms`]: one reduction per tensor (in float64); contiguous
 /// float32 CPU tensors are summed in one pass over their memory (the tensor form squares into
-/// a new buffer first: 60 ms against 7 ms for the 22.7M gradients of MiniLM).
+/// a new buffer first: 60 ms against 7 ms for the 22.7M gradients of MiniLM). Half-precision
+/// tensors are squared in float32, where their squares are exact.
 pub fn squared_norms_fallback(tensors: &[Tensor]) -> Result<Tensor> {
     let parts: Vec<Tensor> = tensors
         .iter()
         .map(|t| match squared_norm_cpu(t) {
             Some(s) => Tensor::from_slice(&[s]),
+            None if matches!(t.kind(), Kind::BFloat16 | Kind::Half) => {
+                t.to_kind(Kind::Float).square().sum(Kind::Double).reshape([1])
+            }
             None => t.square().sum(Kind::Double).reshape([1]),
         })
         .collect();
@@ -137,23 +147,27 @@ fn squared_norms_kernel(tensors: &[Tensor]) -> Result<Tensor> {
         .iter()
         .map(|t| if t.is_contiguous() { t.shallow_clone() } else { t.contiguous() })
         .collect();
-    let ptrs: Vec<*const f32> = owned.iter().map(|t| t.data_ptr() as *const f32).collect();
+    let ptrs: Vec<*const std::ffi::c_void> =
+        owned.iter().map(|t| t.data_ptr().cast_const()).collect();
+    let bf16: Vec<u8> = owned.iter().map(|t| u8::from(t.kind() == Kind::BFloat16)).collect();
     let sizes: Vec<i64> = owned.iter().map(|t| t.numel() as i64).collect();
     let out = Tensor::zeros([tensors.len() as i64], (Kind::Double, device));
-    // SAFETY: every pointer addresses `size` contiguous float32 elements on the device of
+    // SAFETY: every pointer addresses `size` contiguous elements (bfloat16 where `bf16` says
+    // so, float32 otherwise) on the device of
     // `out`, kept alive by `owned` until the kernels have run (the stream is synchronised by
     // the next libtorch operation on it: the legacy default stream libtorch uses).
     let code = unsafe {
-        ffi::fintune_sqnorm_f32(
+        ffi::fintune_sqnorm(
             cuda_index(device),
             ptrs.as_ptr(),
+            bf16.as_ptr(),
             sizes.as_ptr(),
             ptrs.len() as i32,
             out.data_ptr() as *mut f64,
             std::ptr::null_mut(),
         )
     };
-    check(code, "fintune_sqnorm_f32")?;
+    check(code, "fintune_sqnorm")?;
     Ok(out)
 }
 
@@ -349,17 +363,21 @@ fn mean_pool_backward_kernel(
 }
 
 /// One parameter of a fused CUDA AdamW update ([`adamw_cuda`]): the parameter, its gradient,
-/// its two moment estimates and its own learning rate and weight decay.
+/// its two moment estimates and its own learning rate and weight decay; under bfloat16
+/// training the parameter is the float32 master copy and `copy` the bfloat16 model weight.
 #[derive(Debug)]
 pub struct AdamWTensors<'a> {
-    /// The parameter, updated in place.
+    /// The float32 parameter (or master copy), updated in place.
     pub param: &'a Tensor,
-    /// Its gradient.
+    /// Its gradient, float32 or bfloat16.
     pub grad: &'a Tensor,
-    /// First moment, updated in place.
+    /// First moment (float32), updated in place.
     pub m: &'a Tensor,
-    /// Second moment, updated in place.
+    /// Second moment (float32), updated in place.
     pub v: &'a Tensor,
+    /// The bfloat16 weight that receives the updated parameter, rounded to nearest even as
+    /// libtorch's `copy_` rounds (the model's weight when `param` is its master copy).
+    pub copy: Option<&'a Tensor>,
     /// Learning rate of this step for this parameter.
     pub lr: f64,
     /// Its decoupled weight decay (0 for parameters that do not decay).
@@ -367,24 +385,32 @@ pub struct AdamWTensors<'a> {
 }
 
 /// Whether [`adamw_cuda`] takes these tensors: the kernels are enabled for the parameter's
-/// CUDA device, and the four tensors are contiguous float32 of one size on that device, in
-/// four distinct buffers (or empty).
+/// CUDA device; parameter and moments are float32, the gradient float32 or bfloat16, the copy
+/// (if any) bfloat16, all contiguous, of one size, on that device and in distinct buffers
+/// (or empty).
 pub fn adamw_cuda_accepts(t: &AdamWTensors<'_>) -> bool {
     let device = t.param.device();
     let n = t.param.numel();
-    let ok = |x: &Tensor| {
-        x.device() == device && x.kind() == Kind::Float && x.is_contiguous() && x.numel() == n
+    let alike = |x: &Tensor, kinds: &[Kind]| {
+        x.device() == device && kinds.contains(&x.kind()) && x.is_contiguous() && x.numel() == n
     };
-    let ptrs = [t.param.data_ptr(), t.grad.data_ptr(), t.m.data_ptr(), t.v.data_ptr()];
+    let mut ptrs = vec![t.param.data_ptr(), t.grad.data_ptr(), t.m.data_ptr(), t.v.data_ptr()];
+    ptrs.extend(t.copy.map(Tensor::data_ptr));
     // Empty tensors have no buffers (null pointers); the kernel skips them.
-    let distinct = n == 0 || (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]));
-    enabled_for(device) && [t.param, t.grad, t.m, t.v].into_iter().all(ok) && distinct
+    let distinct =
+        n == 0 || (0..ptrs.len()).all(|i| (i + 1..ptrs.len()).all(|j| ptrs[i] != ptrs[j]));
+    enabled_for(device)
+        && [t.param, t.m, t.v].into_iter().all(|x| alike(x, &[Kind::Float]))
+        && alike(t.grad, &[Kind::Float, Kind::BFloat16])
+        && t.copy.is_none_or(|c| alike(c, &[Kind::BFloat16]))
+        && distinct
 }
 
 /// The AdamW update of many float32 CUDA parameters in a few kernel launches (the update of
 /// [`adamw_cpu`], element by element, with each parameter's own `lr` and `wd`; `h`'s `lr` and
-/// `wd` are ignored). Every entry must pass [`adamw_cuda_accepts`] and all must be on one
-/// device; an error otherwise, before anything is touched.
+/// `wd` are ignored), each written also to its bfloat16 `copy` if it has one. Every entry must
+/// pass [`adamw_cuda_accepts`] and all must be on one device; an error otherwise, before
+/// anything is touched.
 pub fn adamw_cuda(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
     let Some(first) = tensors.first() else { return Ok(()) };
     let device = first.param.device();
@@ -392,7 +418,7 @@ pub fn adamw_cuda(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
     {
         return Err(Error::Invalid(format!(
             "adamw_cuda: a parameter of shape {:?} on {:?} is not a contiguous float32 CUDA \
-             tensor with moments and gradient alike on {device:?}",
+             tensor with moments, gradient and copy alike on {device:?}",
             bad.param.size(),
             bad.param.device()
         )));
@@ -404,25 +430,34 @@ pub fn adamw_cuda(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
 fn adamw_cuda_launch(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()> {
     let device = tensors[0].param.device();
     let p: Vec<*mut f32> = tensors.iter().map(|t| t.param.data_ptr().cast::<f32>()).collect();
-    let g: Vec<*const f32> =
-        tensors.iter().map(|t| t.grad.data_ptr().cast::<f32>().cast_const()).collect();
+    let g: Vec<*const std::ffi::c_void> =
+        tensors.iter().map(|t| t.grad.data_ptr().cast_const()).collect();
+    let g_bf16: Vec<u8> =
+        tensors.iter().map(|t| u8::from(t.grad.kind() == Kind::BFloat16)).collect();
     let m: Vec<*mut f32> = tensors.iter().map(|t| t.m.data_ptr().cast::<f32>()).collect();
     let v: Vec<*mut f32> = tensors.iter().map(|t| t.v.data_ptr().cast::<f32>()).collect();
+    let copy: Vec<*mut u16> = tensors
+        .iter()
+        .map(|t| t.copy.map_or(std::ptr::null_mut(), |c| c.data_ptr().cast::<u16>()))
+        .collect();
     let sizes: Vec<i64> = tensors.iter().map(|t| t.param.numel() as i64).collect();
     let lr: Vec<f64> = tensors.iter().map(|t| t.lr).collect();
     let wd: Vec<f64> = tensors.iter().map(|t| t.wd).collect();
     let n = i32::try_from(tensors.len())
         .map_err(|_| Error::Invalid("adamw_cuda: too many tensors".into()))?;
-    // SAFETY: every pointer addresses `size` contiguous float32 elements on one CUDA device
-    // (checked by adamw_cuda_accepts), the four buffers of a parameter are distinct, and the
-    // tensors outlive the launch, which runs on the legacy default stream libtorch uses.
+    // SAFETY: every pointer addresses `size` contiguous elements of its kind (float32; the
+    // gradient bfloat16 where g_bf16 says so; the copy bfloat16) on one CUDA device (checked
+    // by adamw_cuda_accepts), the buffers of a parameter are distinct, and the tensors outlive
+    // the launch, which runs on the legacy default stream libtorch uses.
     let code = unsafe {
-        ffi::fintune_adamw_f32(
+        ffi::fintune_adamw(
             cuda_index(device),
             p.as_ptr(),
             g.as_ptr(),
+            g_bf16.as_ptr(),
             m.as_ptr(),
             v.as_ptr(),
+            copy.as_ptr(),
             sizes.as_ptr(),
             lr.as_ptr(),
             wd.as_ptr(),
@@ -435,7 +470,7 @@ fn adamw_cuda_launch(tensors: &[AdamWTensors<'_>], h: AdamWScalars) -> Result<()
             std::ptr::null_mut(),
         )
     };
-    check(code, "fintune_adamw_f32")
+    check(code, "fintune_adamw")
 }
 
 #[cfg(not(feature = "cuda"))]

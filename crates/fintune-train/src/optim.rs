@@ -86,6 +86,16 @@ struct Slot {
     v: Tensor,
 }
 
+/// A slot as an entry of the fused CUDA update: its float32 parameter (or master copy, with
+/// the bfloat16 weight as the copy the kernel writes).
+fn fused_entry<'a>(s: &'a Slot, grad: &'a Tensor, lr: f64, wd: f64) -> AdamWTensors<'a> {
+    let (param, copy) = match &s.master {
+        Some(master) => (master, Some(&s.param)),
+        None => (&s.param, None),
+    };
+    AdamWTensors { param, grad, m: &s.m, v: &s.v, copy, lr, wd }
+}
+
 /// `torch.optim.AdamW`'s single-tensor update as tensor operations (on any device and kind).
 fn tensor_update(mut p: Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, h: AdamWScalars) {
     if h.wd > 0.0 {
@@ -193,15 +203,16 @@ impl AdamW {
         let bc1 = 1.0 - beta1.powf(t);
         let bc2_sqrt = (1.0 - beta2.powf(t)).sqrt();
         tch::no_grad(|| {
-            // Float32 CUDA parameters are updated together by the fused multi-tensor kernel
-            // (a few launches instead of about ten per parameter): slot, gradient, lr, wd.
+            // CUDA parameters are updated together by the fused multi-tensor kernel (a few
+            // launches instead of about ten per parameter): float32 ones in place, bfloat16
+            // ones through their float32 master copies, which the kernel writes back to the
+            // bfloat16 weights in the same pass. Slot, gradient, lr, wd.
             let mut fused: Vec<(usize, Tensor, f64, f64)> = Vec::new();
             for (i, s) in self.slots.iter_mut().enumerate() {
                 let g = s.param.grad();
                 if !g.defined() {
                     continue;
                 }
-                let g = g.to_kind(Kind::Float);
                 let rates = match s.part {
                     Part::Backbone => self.cfg.backbone,
                     Part::Adapter => self.cfg.adapter,
@@ -210,13 +221,11 @@ impl AdamW {
                 // `lr_scale` is exactly 1 without layer decay: the same rate, bit for bit.
                 let lr = rates.lr * s.lr_scale * lr_factor;
                 let wd = if s.decay { rates.weight_decay } else { 0.0 };
-                if s.master.is_none() {
-                    let t = AdamWTensors { param: &s.param, grad: &g, m: &s.m, v: &s.v, lr, wd };
-                    if adamw_cuda_accepts(&t) {
-                        fused.push((i, g, lr, wd));
-                        continue;
-                    }
+                if adamw_cuda_accepts(&fused_entry(s, &g, lr, wd)) {
+                    fused.push((i, g, lr, wd));
+                    continue;
                 }
+                let g = g.to_kind(Kind::Float);
                 let p = match &s.master {
                     Some(m) => m.shallow_clone(),
                     None => s.param.shallow_clone(),
@@ -237,10 +246,7 @@ impl AdamW {
             let h = AdamWScalars { lr: 0.0, wd: 0.0, beta1, beta2, eps, bc1, bc2_sqrt };
             let tensors: Vec<AdamWTensors<'_>> = fused
                 .iter()
-                .map(|(i, g, lr, wd)| {
-                    let s = &self.slots[*i];
-                    AdamWTensors { param: &s.param, grad: g, m: &s.m, v: &s.v, lr: *lr, wd: *wd }
-                })
+                .map(|(i, g, lr, wd)| fused_entry(&self.slots[*i], g, *lr, *wd))
                 .collect();
             if adamw_cuda(&tensors, h).is_err() {
                 // A failed launch touched nothing: the same update as tensor operations.
@@ -248,7 +254,11 @@ impl AdamW {
                 for (i, g, lr, wd) in fused {
                     let s = &mut self.slots[i];
                     let h = AdamWScalars { lr, wd, ..h };
-                    tensor_update(s.param.shallow_clone(), &g, &mut s.m, &mut s.v, h);
+                    let p = s.master.as_ref().unwrap_or(&s.param).shallow_clone();
+                    tensor_update(p, &g.to_kind(Kind::Float), &mut s.m, &mut s.v, h);
+                    if let Some(master) = &s.master {
+                        s.param.copy_(master);
+                    }
                 }
             }
         });
